@@ -1,0 +1,185 @@
+"""Command line: ``ocrslim read``, ``ocrslim eval``, ``ocrslim zoo``.
+
+A model argument is a zoo name, ``onnx:<path>``, or a .pt / .onnx / .mnn file; the runner
+follows from it. User mistakes print one line and exit 1; bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ocrslim.errors import OcrslimError
+from ocrslim.stage import run_main
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", help="bundle directory with manifest.json (e.g. artifacts/mnn)")
+    p.add_argument("--det", help="detection model: zoo name, onnx:<path>, .pt, .onnx or .mnn")
+    p.add_argument("--rec", help="recognition model: zoo name, onnx:<path>, .pt, .onnx or .mnn")
+    p.add_argument("--dict", dest="dict_path", help="character list for a recogniser without one (one per line)")
+    p.add_argument(
+        "--backend", choices=("onnx", "torch", "mnn"), help="runtime for zoo names (default onnx = ONNX Runtime)"
+    )
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the runtime's)")
+
+
+def _open(args: argparse.Namespace, need_det: bool, need_rec: bool):  # -> OCR
+    from ocrslim.errors import ArtifactError
+    from ocrslim.pipeline import OCR, open_bundle, open_model
+
+    if args.bundle:
+        if args.det or args.rec:
+            raise ArtifactError("--bundle and --det/--rec are exclusive. Pass one or the other.")
+        det, rec = open_bundle(args.bundle, threads=args.threads)
+        return OCR(det, rec)
+    if need_det and not args.det:
+        raise ArtifactError("no detection model. Pass --det MODEL (e.g. ppocrv4_mobile_det) or --bundle DIR.")
+    if need_rec and not args.rec:
+        raise ArtifactError("no recognition model. Pass --rec MODEL (e.g. ppocrv4_mobile_rec) or --bundle DIR.")
+    if not args.det and not args.rec:
+        raise ArtifactError("no model given. Pass --bundle DIR, or --det and/or --rec.")
+    det = open_model(args.det, "det", backend=args.backend, threads=args.threads) if args.det else None
+    rec = (
+        open_model(args.rec, "rec", backend=args.backend, dict_path=args.dict_path, threads=args.threads)
+        if args.rec
+        else None
+    )
+    return OCR(det, rec)
+
+
+def _draw(img: np.ndarray, lines: Sequence[tuple[np.ndarray, str]], out: Path) -> None:
+    canvas = img.copy()
+    for i, (box, _) in enumerate(lines):
+        pts = np.round(box).astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(canvas, [pts], True, (0, 0, 255), 2)
+        cv2.putText(canvas, str(i), tuple(int(v) for v in box[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 0, 0), 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), canvas):
+        from ocrslim.errors import ArtifactError
+
+        raise ArtifactError(f"{out}: could not write the drawing. Use a .png or .jpg path in a writable folder.")
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    from ocrslim.preprocess import read_image
+
+    ocr = _open(args, need_det=False, need_rec=False)
+    records, skipped = [], 0
+    for i, name in enumerate(args.images):
+        img = read_image(name)
+        if img is None:
+            print(f"{name}: unreadable image, skipped.", file=sys.stderr)
+            skipped += 1
+            continue
+        if ocr.det is not None and ocr.rec is not None:
+            lines = [(ln.box, ln.text, ln.score) for ln in ocr.read(img)]
+        elif ocr.det is not None:
+            boxes, scores = ocr.detect(img)
+            lines = [(b, "", s) for b, s in zip(boxes, scores)]
+        else:  # a recogniser alone reads the whole image as one text line
+            (text, score), = ocr.recognize([img])
+            h, w = img.shape[:2]
+            lines = [(np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32), text, score)]
+        records.append(
+            {
+                "image": str(name),
+                "lines": [
+                    {"box": np.round(b).astype(int).tolist(), "text": t, "score": round(float(s), 4)} for b, t, s in lines
+                ],
+            }
+        )
+        if not args.json:
+            print(f"== {name}: {len(lines)} line(s)")
+            for b, t, s in lines:
+                coords = " ".join(f"{int(round(x))},{int(round(y))}" for x, y in b)
+                print(f"{coords}\t{s:.3f}\t{t}")
+        if args.draw:
+            out = Path(args.draw)
+            if len(args.images) > 1:
+                out = out.with_name(f"{out.stem}_{i:03d}_{Path(name).stem}{out.suffix or '.png'}")
+            _draw(img, [(b, t) for b, t, _ in lines], out)
+    if args.json:
+        print(json.dumps(records if len(records) != 1 else records[0], ensure_ascii=False, indent=2))
+    if skipped:
+        print(f"skipped {skipped} unreadable image(s).", file=sys.stderr)
+    return 0 if records or not args.images else 1
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ocrslim.errors import ArtifactError
+    from ocrslim.evaluate import evaluate
+    from ocrslim.fsutil import write_json
+
+    if not args.det_data and not args.rec_data:
+        raise ArtifactError("no data given. Pass --det-data DIR and/or --rec-data DIR (e.g. ../shared/data/sroie_dev).")
+    ocr = _open(args, need_det=bool(args.det_data), need_rec=bool(args.rec_data))
+    results = evaluate(ocr, args.det_data or (), args.rec_data or (), limit=args.limit, progress=not args.quiet)
+    # One set per task: the flat shape {"det", "rec", "e2e"}; several per task: keyed by set name.
+    single = len(args.det_data or ()) <= 1 and len(args.rec_data or ()) <= 1
+    out: dict = {}
+    if single:
+        for res in results.values():
+            out.update({k: v for k, v in res.items() if k != "skipped"})
+            if res.get("skipped"):
+                out["skipped"] = out.get("skipped", 0) + res["skipped"]
+    else:
+        out = results
+    text = json.dumps(out, indent=2)
+    if args.json:
+        write_json(args.json, out)
+    print(text)
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from ocrslim.zoo import ZOO, zoo_onnx_path
+
+    for name, entry in ZOO.items():
+        try:
+            where = str(zoo_onnx_path(name))
+        except OcrslimError as exc:
+            where = f"unavailable: {exc}"
+        print(f"{name:22s} {entry.task}  {'native' if entry.native else 'onnx  '}  {where}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ocrslim", description="Mobile OCR compression pipeline tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("read", help="read text in images: boxes and text")
+    p.add_argument("images", nargs="+", help="image files")
+    _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--draw", help="write the image with boxes drawn (OUT.png; numbered per image if several)")
+    p.set_defaults(func=cmd_read)
+
+    p = sub.add_parser("eval", help="evaluate on detection and/or recognition sets")
+    _add_model_args(p)
+    p.add_argument("--det-data", action="append", help="detection set (ICDAR layout, or PaddleOCR label file)")
+    p.add_argument("--rec-data", action="append", help="recognition set (images/+labels.tsv, or PaddleOCR labels)")
+    p.add_argument("--json", help="write the metrics to this JSON file")
+    p.add_argument("--limit", type=int, default=None, help="first N samples of each set")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("zoo", help="list the registered pretrained models")
+    p.set_defaults(func=cmd_zoo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(run_main(main))

@@ -1,0 +1,46 @@
+"""Compose ``params.yaml`` from ``conf/`` exactly as ``dvc exp run`` does (Hydra compose API).
+
+``dvc repro`` does not compose (treeverse/dvc#10750), so the composed file is committed; this
+writes it after a change to ``conf/`` without running an experiment:
+
+    python -m ocrslim.compose [override ...]      # e.g. profile=tiny eval.limit=5
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def compose(overrides: list[str] | None = None, config_dir: str | Path = "conf", config_name: str = "config") -> dict:
+    """Return the composed config as a plain dict."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def dump(params: dict) -> str:
+    """YAML text in the layout DVC writes (block style, keys in composition order)."""
+    return yaml.safe_dump(params, sort_keys=False, default_flow_style=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = Path("params.yaml")
+    if argv[:1] == ["--out"]:
+        out, argv = Path(argv[1]), argv[2:]
+    from ocrslim.fsutil import write_text
+
+    write_text(out, dump(compose(argv)))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

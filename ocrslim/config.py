@@ -1,0 +1,240 @@
+"""Typed configuration: one frozen dataclass per ``params.yaml`` section, and ``load_section``.
+
+Defaults live only in the dataclasses. ``load_section`` converts YAML values to the field types,
+rejects unknown keys (suggesting the closest match) and lets ``__post_init__`` check ranges, so a
+typo in ``conf/`` fails with one line naming the key instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from ocrslim.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _check(cond: bool, key: str, problem: str) -> None:
+    if not cond:
+        raise ConfigError(f"params.yaml: {key} {problem}. Fix it in conf/ or with dvc exp run -S {key}=..., then re-run.")
+
+
+# --------------------------------------------------------------------------------------------
+# OCR pipeline settings (shared by every runner and carried in model metadata / bundle manifest)
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class DetConfig:
+    """Text detection pre/post-processing (PP-OCR / DBNet conventions).
+
+    Images are BGR uint8 (OpenCV order, as PP-OCR models were trained on).
+    """
+
+    limit_side_len: int = 736  # resize target for the side chosen by limit_type
+    limit_type: str = "min"  # "min": short side scaled up to limit; "max": long side scaled down to limit
+    max_side_len: int = 2000  # larger images are first downscaled to this long side (det and crops)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    thresh: float = 0.3  # probability map binarisation threshold
+    box_thresh: float = 0.5  # minimum mean probability inside a box
+    unclip_ratio: float = 1.6  # DB box expansion (distance = area * ratio / perimeter)
+    max_candidates: int = 1000
+    min_size: int = 3  # minimum short side of a box, in map pixels
+    use_dilation: bool = True  # 2x2 dilation of the binary map before contours
+
+    def __post_init__(self) -> None:
+        _check(self.limit_type in ("min", "max"), "det.limit_type", f"is {self.limit_type!r}, must be 'min' or 'max'")
+        _check(32 <= self.limit_side_len <= 8192, "det.limit_side_len", f"is {self.limit_side_len}, must be 32..8192")
+        _check(32 <= self.max_side_len <= 8192, "det.max_side_len", f"is {self.max_side_len}, must be 32..8192")
+        _check(len(self.mean) == 3 and len(self.std) == 3, "det.mean/std", "must have 3 values")
+        _check(all(s > 0 for s in self.std), "det.std", "values must be > 0")
+        _check(0.0 < self.thresh < 1.0, "det.thresh", f"is {self.thresh}, must be in (0, 1)")
+        _check(0.0 <= self.box_thresh < 1.0, "det.box_thresh", f"is {self.box_thresh}, must be in [0, 1)")
+        _check(self.unclip_ratio > 0, "det.unclip_ratio", "must be > 0")
+        _check(self.max_candidates > 0, "det.max_candidates", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecConfig:
+    """Text-line recognition pre/post-processing (PP-OCR CTC conventions)."""
+
+    height: int = 48  # input height of the recogniser
+    min_width: int = 320  # crops are padded (right, zeros) to at least this width
+    max_width: int = 2304  # wider lines are squeezed to this width
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    batch_size: int = 6  # crops per forward, sorted by aspect ratio, padded to the widest
+    drop_score: float = 0.5  # end-to-end: lines whose mean CTC confidence is below are dropped
+
+    def __post_init__(self) -> None:
+        _check(8 <= self.height <= 256 and self.height % 8 == 0, "rec.height", "must be a multiple of 8 in 8..256")
+        _check(self.min_width % 8 == 0 and self.min_width >= 8, "rec.min_width", "must be a multiple of 8, >= 8")
+        _check(self.max_width >= self.min_width, "rec.max_width", "must be >= rec.min_width")
+        _check(all(s > 0 for s in self.std), "rec.std", "values must be > 0")
+        _check(self.batch_size >= 1, "rec.batch_size", "must be >= 1")
+        _check(0.0 <= self.drop_score < 1.0, "rec.drop_score", "must be in [0, 1)")
+
+
+# --------------------------------------------------------------------------------------------
+# Stage configs
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+    """Which teacher enters the pipeline: zoo names, or ``onnx:<path>`` (+ ``dict`` for rec)."""
+
+    det: str = "ppocrv4_mobile_det"
+    rec: str = "ppocrv4_mobile_rec"
+    dict: str | None = None  # character list (one per line) for an ``onnx:`` recogniser without metadata
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """torch → ONNX export and its parity gate."""
+
+    opset: int = 17
+    simplify: bool = True
+    det_shapes: tuple[tuple[int, int], ...] = ((320, 320), (416, 256))  # (H, W) probes for the gate
+    rec_widths: tuple[int, ...] = (320, 160)
+    det_tol: float = 1e-3
+    rec_tol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _check(11 <= self.opset <= 21, "export.opset", f"is {self.opset}, must be 11..21")
+        _check(len(self.det_shapes) >= 2, "export.det_shapes", "needs at least 2 shapes")
+        _check(len(self.rec_widths) >= 2, "export.rec_widths", "needs at least 2 widths")
+        for h, w in self.det_shapes:
+            _check(h % 32 == 0 and w % 32 == 0 and h > 0 and w > 0, "export.det_shapes", "must be multiples of 32")
+        for w in self.rec_widths:
+            _check(w % 8 == 0 and w > 0, "export.rec_widths", "must be multiples of 8")
+        _check(self.det_tol > 0 and self.rec_tol > 0, "export.det_tol/rec_tol", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    """ONNX → MNN conversion and its parity gate (vs ONNX Runtime)."""
+
+    fp16: bool = False
+    det_tol: float = 5e-3  # MNN's FP32 CPU kernels differ slightly from ORT on det (PROBE: 3e-3)
+    rec_tol: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check(self.det_tol > 0 and self.rec_tol > 0, "convert.det_tol/rec_tol", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation data (read by path, never copied) and limits."""
+
+    det_data: tuple[str, ...] = ("../shared/data/sroie_dev",)
+    rec_data: tuple[str, ...] = ("../shared/data/sroie_dev", "../shared/data/ic15_words_dev")
+    limit: int | None = None  # first N samples of each set (tiny profile)
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self.limit is None or self.limit >= 1, "eval.limit", "must be >= 1 or null")
+        _check(self.threads >= 1, "eval.threads", "must be >= 1")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated field type (tuples, optionals, paths, numbers)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _convert(value, non_none[0], key)
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            value = [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], key) for v in value)
+        if len(args) != len(value):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}. Fix it in conf/.")
+        return tuple(_convert(v, a, key) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}. Fix it in conf/.")
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}. Fix it in conf/.")
+        try:
+            num = float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value!r}. Fix it in conf/.") from None
+        if tp is int:
+            if num != int(num):
+                raise ConfigError(f"{key}: expected an integer, got {value!r}. Fix it in conf/.")
+            return int(num)
+        return num
+    if tp is str:
+        if value is None or isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}. Fix it in conf/.")
+        return str(value)
+    if tp is Path:
+        return Path(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, section: str) -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys with a suggestion."""
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"params.yaml: {section}.{key} is not a {cls.__name__} field{hint}. "
+                f"Fix conf/, then dvc exp run (valid keys: {', '.join(fields)})."
+            )
+        kwargs[key] = _convert(value, hints[key], f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read the composed params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found. Run from the repo root, or compose it with dvc exp run.")
+    with path.open(encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections. Recompose it from conf/.")
+    return data
+
+
+def load_section(params: dict[str, Any] | str | Path, section: str, cls: type[T]) -> T:
+    """Load one section of ``params.yaml`` into its dataclass.
+
+    >>> load_section({"det": {"thresh": 0.4}}, "det", DetConfig).thresh
+    0.4
+    """
+    if not isinstance(params, dict):
+        params = load_params(params)
+    return from_dict(cls, params.get(section), section)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Dataclass → plain JSON-able dict (tuples become lists)."""
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [fix(x) for x in v]
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    return {k: fix(v) for k, v in dataclasses.asdict(cfg).items()}

@@ -1,0 +1,296 @@
+"""Read OCR detection and recognition sets as they are on disk, into plain sample records.
+
+Layouts are detected from what is at ``path``:
+
+Detection (``load_det_dataset``):
+    - ICDAR 2015 directory: ``images/<img>`` and ``gt/gt_<img stem>.txt``; each gt line is
+      ``x1,y1,x2,y2,x3,y3,x4,y4,transcription``. The text after the 8th comma is kept verbatim (it may contain
+      commas; no quote stripping). ``###`` marks don't care.
+    - A directory holding a ``det/`` subfolder (e.g. ``/work/shared/data/sroie_dev``): that subfolder.
+    - PaddleOCR det label file: ``<image path>\\t[{"transcription": "...", "points": [[x, y], ...]}, ...]``.
+
+Recognition (``load_rec_dataset``):
+    - Directory with ``images/`` and ``labels.tsv`` (``<filename>\\t<text>``).
+    - A directory holding a ``rec/`` subfolder: that subfolder.
+    - PaddleOCR rec label file: ``<image path>\\t<text>``.
+
+Text files are read as UTF-8 with an optional BOM; blank lines are skipped; a line is split on its first tab
+only, so later tabs and all spaces belong to the text. Image paths in a PaddleOCR label file are resolved
+against the label file's directory, and if no file exists there, against its parent (PaddleOCR configs set
+``data_dir`` to either, e.g. ``train_data/ic15_data/`` with entries ``train/word_1.png``). Images are never
+opened here: a missing or unreadable image is the evaluation loop's to skip and count.
+
+Samples are sorted by image name (the path as written in a label file), and ``limit`` keeps the first N.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ocrslim.errors import ConfigError, DataError
+
+__all__ = ["DetSample", "RecSample", "load_det_dataset", "load_rec_dataset"]
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+DONT_CARE = "###"
+
+_DET_LAYOUTS = (
+    "expected a directory with images/ and gt/gt_<image stem>.txt (ICDAR 2015), a directory with a det/ "
+    "subfolder in that layout, or a PaddleOCR det label file (<image path>\\t<JSON list of boxes>)"
+)
+_REC_LAYOUTS = (
+    "expected a directory with images/ and labels.tsv (<filename>\\t<text>), a directory with a rec/ "
+    "subfolder in that layout, or a PaddleOCR rec label file (<image path>\\t<text>)"
+)
+
+
+@dataclass(frozen=True)
+class DetSample:
+    """One detection image and its ground truth (the image itself is not loaded).
+
+    Attributes:
+        image: path of the image file.
+        polys: one read-only (K, 2) float32 array of x, y points per box (K = 4 in ICDAR files).
+        texts: transcription of each box, verbatim.
+        ignore: per box, True for don't care (transcription ``###``).
+    """
+
+    image: Path
+    polys: tuple[np.ndarray, ...]
+    texts: tuple[str, ...]
+    ignore: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class RecSample:
+    """One cropped word/line image and its transcription (the image itself is not loaded)."""
+
+    image: Path
+    text: str
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 0:
+        raise ConfigError(f"limit={limit}: must be >= 0 or None. Pass None to load the whole set.")
+
+
+def _short(text: str, width: int = 60) -> str:
+    """``repr`` of ``text`` cut to ``width`` characters, so an error message stays on one line."""
+    r = repr(text)
+    return r if len(r) <= width else r[: width - 3] + "..."
+
+
+def _lines(file: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` for the non-blank lines of a UTF-8 text file (BOM allowed), 1-based."""
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{file}: not valid UTF-8 ({e.reason} at byte {e.start}). Re-save the file as UTF-8.") from e
+    # split("\n") rather than splitlines(): the latter also splits on \x1c, \u2028 etc. inside transcriptions.
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if line.strip():
+            yield number, line
+
+
+def _split_tab(file: Path, number: int, line: str, what: str) -> tuple[str, str]:
+    name, sep, rest = line.partition("\t")
+    if not sep:
+        raise DataError(
+            f"{file}:{number}: no tab in {_short(line)}. Write each line as <image path><TAB>{what}."
+        )
+    if not name:
+        raise DataError(f"{file}:{number}: empty image path. Write each line as <image path><TAB>{what}.")
+    return name, rest
+
+
+def _resolve_image(label_file: Path, name: str) -> Path:
+    """Resolve a label-file image path: next to the label file, else one level up (PaddleOCR ``data_dir``)."""
+    here = label_file.parent / name
+    if here.exists():
+        return here
+    above = label_file.parent.parent / name
+    return above if above.exists() else here
+
+
+def _coord(file: Path, number: int, value: Any, fix: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{file}:{number}: coordinate {_short(str(value))} is not a number. {fix}.") from None
+    if not math.isfinite(x):
+        raise DataError(f"{file}:{number}: coordinate {_short(str(value))} is not finite. {fix}.")
+    return x
+
+
+def _frozen(points: list[float], shape: tuple[int, int]) -> np.ndarray:
+    arr = np.asarray(points, dtype=np.float32).reshape(shape)
+    arr.setflags(write=False)  # samples are frozen dataclasses: keep their arrays unchangeable too
+    return arr
+
+
+# ------------------------------------------------------------------------------------------- detection
+
+
+def _parse_icdar_gt(file: Path) -> tuple[tuple[np.ndarray, ...], tuple[str, ...], tuple[bool, ...]]:
+    fix = "Write each box as x1,y1,x2,y2,x3,y3,x4,y4,transcription (### for don't care)"
+    polys: list[np.ndarray] = []
+    texts: list[str] = []
+    for number, line in _lines(file):
+        fields = line.split(",", 8)
+        if len(fields) < 9:
+            raise DataError(
+                f"{file}:{number}: expected 8 coordinates and a transcription, found {len(fields)} "
+                f"comma-separated fields in {_short(line)}. {fix}."
+            )
+        coords = [_coord(file, number, v.strip(), fix) for v in fields[:8]]
+        polys.append(_frozen(coords, (4, 2)))
+        texts.append(fields[8])
+    return tuple(polys), tuple(texts), tuple(t == DONT_CARE for t in texts)
+
+
+def _load_icdar_det(root: Path, limit: int | None) -> list[DetSample]:
+    images = sorted(
+        (p for p in (root / "images").iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: p.name,
+    )
+    samples = []
+    for image in images[:limit]:
+        gt = root / "gt" / f"gt_{image.stem}.txt"
+        if not gt.is_file():
+            raise DataError(
+                f"{gt}: not found (ground truth for {image}). Add it, or remove the image from {root / 'images'}."
+            )
+        polys, texts, ignore = _parse_icdar_gt(gt)
+        samples.append(DetSample(image=image, polys=polys, texts=texts, ignore=ignore))
+    return samples
+
+
+def _parse_paddle_boxes(
+    file: Path, number: int, payload: str
+) -> tuple[tuple[np.ndarray, ...], tuple[str, ...], tuple[bool, ...]]:
+    fix = 'Write the boxes as a JSON list like [{"transcription": "text", "points": [[x1, y1], [x2, y2], ...]}]'
+    try:
+        boxes = json.loads(payload)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{file}:{number}: bad JSON after the tab ({e.msg} at column {e.colno}). {fix}.") from None
+    if not isinstance(boxes, list):
+        raise DataError(f"{file}:{number}: expected a JSON list of boxes, got {type(boxes).__name__}. {fix}.")
+    polys: list[np.ndarray] = []
+    texts: list[str] = []
+    for k, box in enumerate(boxes):
+        if not isinstance(box, dict) or not isinstance(box.get("transcription"), str) or "points" not in box:
+            raise DataError(f"{file}:{number}: box {k} needs a string 'transcription' and 'points'. {fix}.")
+        points = box["points"]
+        if (
+            not isinstance(points, list)
+            or len(points) < 3
+            or not all(isinstance(p, list | tuple) and len(p) == 2 for p in points)
+        ):
+            raise DataError(f"{file}:{number}: box {k} 'points' must be a list of at least 3 [x, y] pairs. {fix}.")
+        coords = [_coord(file, number, v, fix) for p in points for v in p]
+        polys.append(_frozen(coords, (len(points), 2)))
+        texts.append(box["transcription"])
+    return tuple(polys), tuple(texts), tuple(t == DONT_CARE for t in texts)
+
+
+def _load_paddle_det(file: Path, limit: int | None) -> list[DetSample]:
+    entries: dict[str, tuple[int, str]] = {}
+    for number, line in _lines(file):
+        name, payload = _split_tab(file, number, line, "a JSON list of boxes")
+        if name in entries:
+            raise DataError(
+                f"{file}:{number}: image {_short(name)} already listed on line {entries[name][0]}. "
+                "Merge its boxes into one line."
+            )
+        entries[name] = (number, payload)
+    samples = []
+    for name in sorted(entries)[:limit]:
+        number, payload = entries[name]
+        polys, texts, ignore = _parse_paddle_boxes(file, number, payload)
+        samples.append(DetSample(image=_resolve_image(file, name), polys=polys, texts=texts, ignore=ignore))
+    return samples
+
+
+def load_det_dataset(path: str | Path, limit: int | None = None) -> list[DetSample]:
+    """Load a text detection set (ICDAR 2015 directory or PaddleOCR det label file; see the module docstring).
+
+    Args:
+        path: the set directory (or its parent holding ``det/``), or a PaddleOCR det label file.
+        limit: keep only the first ``limit`` images after sorting by name; ``None`` keeps all.
+
+    Returns:
+        One ``DetSample`` per image, sorted by image name.
+
+    Raises:
+        DataError: the path is missing or in no known layout, a gt file is missing, or a line is malformed
+            (the message names ``<file>:<line>``).
+
+    >>> samples = load_det_dataset("/work/shared/data/sroie_dev", limit=2)  # doctest: +SKIP
+    >>> samples[0].polys[0].shape  # doctest: +SKIP
+    (4, 2)
+    """
+    _check_limit(limit)
+    root = Path(path)
+    if root.is_file():
+        return _load_paddle_det(root, limit)
+    if not root.is_dir():
+        raise DataError(f"{root}: not found. Pass a detection set: {_DET_LAYOUTS}.")
+    if (root / "det").is_dir():
+        root = root / "det"
+    if (root / "images").is_dir() and (root / "gt").is_dir():
+        return _load_icdar_det(root, limit)
+    raise DataError(f"{root}: not a detection set layout. Pass a detection set: {_DET_LAYOUTS}.")
+
+
+# ----------------------------------------------------------------------------------------- recognition
+
+
+def _read_rec_labels(file: Path) -> list[tuple[str, str]]:
+    entries = []
+    for number, line in _lines(file):
+        name, text = _split_tab(file, number, line, "<text>")
+        entries.append((name, text))
+    # Stable sort: a crop listed twice keeps its file order.
+    return sorted(entries, key=lambda e: e[0])
+
+
+def load_rec_dataset(path: str | Path, limit: int | None = None) -> list[RecSample]:
+    """Load a text recognition set (``images/`` + ``labels.tsv``, or a PaddleOCR rec label file).
+
+    Args:
+        path: the set directory (or its parent holding ``rec/``), or a PaddleOCR rec label file.
+        limit: keep only the first ``limit`` samples after sorting by image name; ``None`` keeps all.
+
+    Returns:
+        One ``RecSample`` per label line, sorted by image name.
+
+    Raises:
+        DataError: the path is missing or in no known layout, or a line has no tab (``<file>:<line>`` named).
+
+    >>> samples = load_rec_dataset("/work/shared/data/ic15_words_dev")  # doctest: +SKIP
+    >>> len(samples)  # doctest: +SKIP
+    1039
+    """
+    _check_limit(limit)
+    root = Path(path)
+    if root.is_file():
+        return [RecSample(image=_resolve_image(root, n), text=t) for n, t in _read_rec_labels(root)[:limit]]
+    if not root.is_dir():
+        raise DataError(f"{root}: not found. Pass a recognition set: {_REC_LAYOUTS}.")
+    if (root / "rec").is_dir():
+        root = root / "rec"
+    labels = root / "labels.tsv"
+    if (root / "images").is_dir() and labels.is_file():
+        return [RecSample(image=root / "images" / n, text=t) for n, t in _read_rec_labels(labels)[:limit]]
+    raise DataError(f"{root}: not a recognition set layout. Pass a recognition set: {_REC_LAYOUTS}.")

@@ -1,0 +1,227 @@
+"""ONNX → MNN conversion and MNN post-training quantization, through the MNN wheel's ``_tools``.
+
+Each tool call runs in a child process (``_mnn_tool.py``): the tools segfault on some graphs
+and return True even when they fail, so success means "the child exited 0 and wrote the
+output file". A failure becomes one ``ToolError`` line naming the tool, the exit code or
+signal and the tool's last relevant output line (often the op it died on).
+
+Never use the ``mnnconvert``/``mnnquant`` console scripts or ``MNN.tools``: they pip-install a
+logging SDK and upload usage data (PROBE.md, "MNN 3.6.1 wheel").
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ocrslim.errors import ArtifactError, ConfigError, ToolError
+from ocrslim.fsutil import atomic_path
+
+PathLike = str | os.PathLike[str]
+
+_TOOL_SCRIPT = Path(__file__).with_name("_mnn_tool.py")
+
+# Lines that say something went wrong, and generic ones that name no cause.
+_ERROR_RE = re.compile(r"error|fail|not support|don't support|can't|cannot|invalid|not exist|abort|unknown", re.I)
+_GENERIC_RE = re.compile(r"^(Converted Failed!|\[ERROR\] Convert error, please check your file format\.)$")
+# Noise printed by every MNN process, and the log prefix ("[10:38:36] :35: ", "[10:38:47] @ 1725: ").
+_NOISE_RE = re.compile(r"^The device supports:")
+_PREFIX_RE = re.compile(r"^\[\d\d:\d\d:\d\d\]\s*[:@]?\s*\d*:\s*")
+
+
+def mnn_version() -> str:
+    """Return the installed MNN wheel's version (e.g. ``"3.6.1"``) without importing MNN.
+
+    >>> mnn_version()  # doctest: +SKIP
+    '3.6.1'
+    """
+    try:
+        return importlib.metadata.version("MNN")
+    except importlib.metadata.PackageNotFoundError:
+        raise ToolError("MNN: not installed. pip install MNN==3.6.1, then re-run.") from None
+
+
+def convert_onnx_to_mnn(
+    onnx_path: PathLike,
+    mnn_path: PathLike,
+    fp16: bool = False,
+    weight_quant_bits: int | None = None,
+    hqq: bool = False,
+    extra_args: Sequence[str] = (),
+) -> None:
+    """Convert an ONNX model to MNN, writing ``mnn_path`` atomically.
+
+    The MNN model keeps the ONNX input layout (NCHW; ``--keepInputFormat`` is the default) and
+    its dynamic axes. If the graph contains ``Erf`` (exact GELU), ``--useGeluApproximation 0``
+    is added: MNN's default tanh approximation costs 0.02-0.03 max abs error (PROBE.md).
+
+    Args:
+        onnx_path: source ``.onnx`` file.
+        mnn_path: destination ``.mnn`` file; left untouched on failure.
+        fp16: store weights as float16 (``--fp16``; halves the size).
+        weight_quant_bits: weight-only quantization bits, 2-8 (``--weightQuantBits``).
+        hqq: use HQQ for weight quantization (``--hqq``); needs ``weight_quant_bits``. PROBE.md:
+            v4 det breaks with plain 8-bit weights and survives with HQQ.
+        extra_args: further converter flags, appended last.
+
+    Raises:
+        ToolError: the source is missing, or the converter crashed or wrote nothing.
+        ConfigError: ``hqq`` without ``weight_quant_bits``, or bits outside 2-8.
+    """
+    src = Path(onnx_path)
+    if not src.is_file():
+        raise ToolError(f"{src}: not found, nothing for mnnconvert to convert. Run dvc repro export_onnx first.")
+    if weight_quant_bits is not None and not 2 <= weight_quant_bits <= 8:
+        raise ConfigError(f"weight_quant_bits={weight_quant_bits}: MNN supports 2-8 bits. Use 8 (or None for float).")
+    if hqq and weight_quant_bits is None:
+        raise ConfigError("hqq=True: HQQ is a weight-quantization method. Set weight_quant_bits (e.g. 8) too.")
+
+    args = ["-f", "ONNX", "--modelFile", str(src), "--bizCode", "ocrslim"]
+    if fp16:
+        args.append("--fp16")
+    if weight_quant_bits is not None:
+        args += ["--weightQuantBits", str(weight_quant_bits)]
+    if hqq:
+        args.append("--hqq")
+    if "Erf" in onnx_op_types(src) and "--useGeluApproximation" not in extra_args:
+        args += ["--useGeluApproximation", "0"]
+    args += list(extra_args)
+
+    with atomic_path(mnn_path) as tmp:
+        _run_tool(
+            "mnnconvert",
+            [*args, "--MNNModel", str(tmp)],
+            output=tmp,
+            subject=src,
+            fix="Re-export the ONNX file, or replace the op named above with one MNN supports",
+        )
+
+
+def quantize_mnn(src_mnn: PathLike, dst_mnn: PathLike, config: dict[str, Any]) -> None:
+    """Quantize an MNN model to INT8 with ``mnnquant``, writing ``dst_mnn`` atomically.
+
+    Args:
+        src_mnn: float ``.mnn`` model.
+        dst_mnn: destination; left untouched on failure.
+        config: mnnquant's JSON config (``format``, ``mean``, ``normal``, ``width``, ``height``,
+            ``path``, ``used_image_num``, ``feature_quantize_method``, ...). Build it from the
+            same ``PreprocessConfig`` the torch transforms use: a wrong mean/normal quietly
+            yields garbage (PROBE.md).
+
+    Raises:
+        ArtifactError: ``src_mnn`` or the calibration folder ``config["path"]`` is missing.
+        ToolError: mnnquant crashed (it segfaults on SE blocks, GELU, ReduceMean) or wrote nothing.
+    """
+    src = Path(src_mnn)
+    if not src.is_file():
+        raise ArtifactError(f"{src}: not found, nothing for mnnquant to quantize. Run dvc repro convert_mnn first.")
+    config = dict(config)
+    if "path" in config:
+        calib = Path(config["path"])
+        if not calib.is_dir():
+            raise ArtifactError(f"{calib}: calibration folder not found. Create it (dvc repro) or fix quant path.")
+        # mnnquant joins the folder and file names by plain concatenation.
+        config["path"] = str(calib) + os.sep
+
+    with atomic_path(dst_mnn) as tmp:
+        config_path = tmp.with_name("quant_config.json")
+        config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        _run_tool(
+            "mnnquant",
+            [str(src), str(tmp), str(config_path)],
+            output=tmp,
+            subject=src,
+            fix="Keep the failing ops float (skip_quant_op_names) or try feature_quantize_method EMA; see PROBE.md",
+        )
+
+
+def onnx_op_types(onnx_path: PathLike) -> set[str]:
+    """Return the op types in an ONNX graph and its subgraphs/functions; empty if unreadable.
+
+    Unreadable files are left for the converter to reject with its own message.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except (DecodeError, OSError, ValueError):
+        return set()
+
+    ops: set[str] = set()
+
+    def visit(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            ops.add(node.op_type)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g)
+                for sub in attr.graphs:
+                    visit(sub)
+
+    visit(model.graph)
+    for func in model.functions:
+        ops.update(node.op_type for node in func.node)
+    return ops
+
+
+def _child_command(tool: str, args: Sequence[str]) -> list[str]:
+    # -P: keep ocrslim/export (which holds onnx.py) off sys.path, so nothing gets shadowed and
+    # the child skips importing the ocrslim package (and torch) altogether.
+    return [sys.executable, "-P", str(_TOOL_SCRIPT), tool, *args]
+
+
+def _run_tool(tool: str, args: Sequence[str], output: Path, subject: Path, fix: str) -> str:
+    """Run ``tool`` in a child process; return its output, or raise ``ToolError`` unless it wrote ``output``."""
+    if importlib.util.find_spec("_tools") is None:
+        raise ToolError(f"{tool}: the MNN wheel's _tools module is not importable. pip install MNN==3.6.1, re-run.")
+    output.unlink(missing_ok=True)  # the tools return True on failure: only a fresh file counts
+    proc = subprocess.run(
+        _child_command(tool, args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        check=False,
+    )
+    if proc.returncode == 0 and output.is_file() and output.stat().st_size > 0:
+        return proc.stdout
+    raise ToolError(_failure_message(tool, subject, proc.returncode, proc.stdout, fix))
+
+
+def _failure_message(tool: str, subject: Path, returncode: int, log: str, fix: str) -> str:
+    """One line: ``<subject>: <tool> <crashed with SIGSEGV|exited with code 1|wrote no output file> (...). <fix>.``"""
+    if returncode < 0:
+        try:
+            how = f"crashed with {signal.Signals(-returncode).name}"
+        except ValueError:
+            how = f"crashed with signal {-returncode}"
+    elif returncode > 0:
+        how = f"exited with code {returncode}"
+    else:
+        how = "wrote no output file"
+    last = _last_relevant_line(log)
+    detail = f" (last output: {last!r})" if last else ""
+    return f"{subject}: {tool} {how}{detail}. {fix}."
+
+
+def _last_relevant_line(log: str, limit: int = 200) -> str:
+    """The tool's last error line, else its last line of any kind, without the log prefix."""
+    lines = []
+    for raw in log.splitlines():
+        # Progress bars redraw with \r; keep the last frame.
+        line = _PREFIX_RE.sub("", raw.rsplit("\r", 1)[-1]).strip()
+        if line and not _NOISE_RE.match(line):
+            lines.append(line)
+    errors = [line for line in lines if _ERROR_RE.search(line) and not _GENERIC_RE.match(line)]
+    pick = errors[-1] if errors else (lines[-1] if lines else "")
+    return pick if len(pick) <= limit else pick[: limit - 3] + "..."

@@ -1,0 +1,185 @@
+"""One calling convention for torch, onnxruntime and MNN models: float32 NCHW numpy in, numpy out.
+
+Post-processing (DB boxes, CTC decoding) takes the arrays these runners return, so the same code
+scores every runtime. Every runner accepts a new input shape on every call (det images of any
+size, rec batches of any width).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from ocrslim.errors import ArtifactError
+
+PathLike = str | os.PathLike[str]
+
+
+class Runner(Protocol):
+    """A model behind a numpy call: ``y = runner(x)``."""
+
+    name: str  # "torch" | "onnx" | "mnn"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Run on ``x`` (float32, NCHW); return the first output as float32."""
+        ...
+
+
+def _as_input(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class TorchRunner:
+    """Run a ``torch.nn.Module`` in eval mode under ``inference_mode``.
+
+    Args:
+        module: the model; put in eval mode here.
+        threads: intra-op threads during each call (torch's setting is process-wide, so it is
+            set and restored around the call); ``None`` keeps torch's default.
+    """
+
+    name = "torch"
+
+    def __init__(self, module: torch.nn.Module, threads: int | None = None) -> None:
+        self.module = module.eval()
+        self.threads = threads
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        previous = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                out = self.module(torch.from_numpy(_as_input(x)))
+        finally:
+            torch.set_num_threads(previous)
+        if isinstance(out, dict):
+            out = next(iter(out.values()))
+        elif isinstance(out, (tuple, list)):
+            out = out[0]
+        return out.detach().cpu().numpy().astype(np.float32, copy=False)
+
+
+class OrtRunner:
+    """Run an ONNX file with onnxruntime's CPU provider, full graph optimization.
+
+    Args:
+        path: ``.onnx`` file; its first input is fed, its first output returned.
+        threads: intra-op threads; ``None`` lets onnxruntime choose.
+
+    Raises:
+        ArtifactError: onnxruntime cannot load the file.
+    """
+
+    name = "onnx"
+
+    def __init__(self, path: PathLike, threads: int | None = None) -> None:
+        import onnxruntime as ort
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+        self.path = Path(path)
+        _require_file(self.path)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads or 0
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except (ort_state.Fail, ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.NoSuchFile) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ArtifactError(
+                f"{self.path}: onnxruntime cannot load it ({first}). Re-run the stage that wrote it."
+            ) from e
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self.session.run([self.output_name], {self.input_name: _as_input(x)})[0]
+        return np.asarray(out, dtype=np.float32)
+
+
+class MnnRunner:
+    """Run an MNN file on MNN's CPU backend at FP32 ("high" precision), with mutable input shapes.
+
+    Uses the Module API (``load_module_from_file(..., shape_mutable=True)``), which re-plans for a
+    new input shape by itself; the Interpreter/Session API would need resizeTensor and
+    resizeSession on every change (PROBE.md). "high" precision keeps FP32 arithmetic; "normal"
+    or "low" may run FP16/BF16 kernels on ARM.
+
+    Args:
+        path: ``.mnn`` file with one input (NCHW, as converted by ``convert_onnx_to_mnn``).
+        threads: CPU threads; ``None`` keeps MNN's default.
+
+    Raises:
+        ArtifactError: MNN cannot load the file, or it has more than one input.
+    """
+
+    name = "mnn"
+
+    def __init__(self, path: PathLike, threads: int | None = None) -> None:
+        import MNN.expr
+        import MNN.nn
+
+        self._expr = MNN.expr
+        self.path = Path(path)
+        _require_file(self.path)
+        config: dict[str, Any] = {"backend": "CPU", "precision": "high"}
+        if threads is not None:
+            config["numThread"] = threads
+        self._runtime = MNN.nn.create_runtime_manager((config,))  # must outlive the module
+        unloadable = f"{self.path}: MNN cannot load it. Re-run convert_onnx_to_mnn (dvc repro convert_mnn)."
+        try:
+            self.module = MNN.nn.load_module_from_file(
+                str(self.path), [], [], runtime_manager=self._runtime, shape_mutable=True
+            )
+        except SystemError as e:  # the binding's way of saying "Invalidate buffer to create MNN Module"
+            raise ArtifactError(unloadable) from e
+        if self.module is None:
+            raise ArtifactError(unloadable)
+        inputs = self.module.get_info().get("inputNames", [])
+        if len(inputs) != 1:
+            raise ArtifactError(f"{self.path}: has inputs {inputs}, MnnRunner feeds exactly one. Export one input.")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        F = self._expr
+        x = _as_input(x)
+        var = F.const(x, list(x.shape), F.NCHW)
+        out = self.module.forward([var])[0]
+        if out.data_format == F.NC4HW4:
+            out = F.convert(out, F.NCHW)
+        # read() returns a view of MNN's buffer, which the next forward may overwrite: copy it.
+        return np.array(out.read(), dtype=np.float32, copy=True)
+
+
+def open_runner(path: PathLike, threads: int | None = None) -> Runner:
+    """Open an exported model by suffix: ``.onnx`` → ``OrtRunner``, ``.mnn`` → ``MnnRunner``.
+
+    Torch checkpoints are not handled here: load the module, then wrap it in ``TorchRunner``.
+
+    >>> runner = open_runner("artifacts/mnn/det.mnn", threads=2)  # doctest: +SKIP
+    >>> prob = runner(np.zeros((1, 3, 640, 640), np.float32))  # doctest: +SKIP
+
+    Raises:
+        ArtifactError: unknown suffix, missing or unloadable file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return OrtRunner(path, threads)
+    if suffix == ".mnn":
+        return MnnRunner(path, threads)
+    if suffix in (".pt", ".pth"):
+        fix = "Load the checkpoint and wrap the module in TorchRunner instead"
+    else:
+        fix = "Point to an exported .onnx or .mnn file"
+    shown = repr(suffix) if suffix else "(none)"
+    raise ArtifactError(f"{path}: unknown model suffix {shown}, expected .onnx or .mnn. {fix}.")
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise ArtifactError(f"{path}: not found. Run the stage that writes it (dvc repro), or fix the path.")

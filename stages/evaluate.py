@@ -1,0 +1,42 @@
+"""Stage ``evaluate``: OCR metrics of one model variant on the configured evaluation sets.
+
+Reads:  params.yaml:eval; the variant's det and rec models (a .pt, .onnx or .mnn pair).
+Writes: metrics/<name>.json = {set: {"det": {precision, recall, hmean, images},
+        "rec": {accuracy, accuracy_ci_alnum, one_minus_ned, cer, samples}, "e2e": {f1, ...}}}.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ocrslim.config import EvalConfig, load_section  # noqa: E402
+from ocrslim.evaluate import evaluate  # noqa: E402
+from ocrslim.fsutil import write_json  # noqa: E402
+from ocrslim.pipeline import OCR, open_model  # noqa: E402
+from ocrslim.stage import run_main, stage_parser  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = stage_parser(__doc__)
+    p.add_argument("--name", required=True, help="variant name, e.g. teacher_torch")
+    p.add_argument("--det", required=True, help="detection model file")
+    p.add_argument("--rec", required=True, help="recognition model file")
+    p.add_argument("--out", default=None, help="default: metrics/<name>.json")
+    args = p.parse_args(argv)
+    cfg = load_section(args.params, "eval", EvalConfig)
+    ocr = OCR(open_model(args.det, "det", threads=cfg.threads), open_model(args.rec, "rec", threads=cfg.threads))
+    results = evaluate(ocr, cfg.det_data, cfg.rec_data, limit=cfg.limit, progress=sys.stderr.isatty())
+    write_json(args.out or f"metrics/{args.name}.json", results)
+    for name, res in results.items():
+        for task, m in res.items():
+            if isinstance(m, dict):
+                print(f"{args.name} {name} {task}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                                                 for k, v in m.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
