@@ -65,6 +65,7 @@ class RecConfig:
     """Text-line recognition pre/post-processing (PP-OCR CTC conventions)."""
 
     height: int = 48  # input height of the recogniser
+    min_side: int = 30  # crops with a shorter side are first scaled up to it, sides rounded to 32 (RapidOCR)
     min_width: int = 320  # crops are padded (right, zeros) to at least this width
     max_width: int = 2304  # wider lines are squeezed to this width
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -76,6 +77,7 @@ class RecConfig:
         _check(8 <= self.height <= 256 and self.height % 8 == 0, "rec.height", "must be a multiple of 8 in 8..256")
         _check(self.min_width % 8 == 0 and self.min_width >= 8, "rec.min_width", "must be a multiple of 8, >= 8")
         _check(self.max_width >= self.min_width, "rec.max_width", "must be >= rec.min_width")
+        _check(self.min_side >= 0, "rec.min_side", "must be >= 0 (0 disables)")
         _check(all(s > 0 for s in self.std), "rec.std", "values must be > 0")
         _check(self.batch_size >= 1, "rec.batch_size", "must be >= 1")
         _check(0.0 <= self.drop_score < 1.0, "rec.drop_score", "must be in [0, 1)")

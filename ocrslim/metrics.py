@@ -51,16 +51,17 @@ _NOT_ALNUM = re.compile(r"[^0-9a-z]")
 
 
 def normalize_for_ned(s: str) -> str:
-    """Normalize text before edit-distance metrics (``one_minus_ned``, ``cer``): lower-case, collapse whitespace.
+    """Normalize text before edit-distance metrics (``one_minus_ned``, ``cer``): lower-case, letters and digits only.
 
-    Every run of whitespace (``str.split`` semantics, Unicode-aware) becomes one space and the ends are
-    stripped. Punctuation and non-Latin characters are kept. This is the single place to change the
-    normalization used by ``RecMetric``'s edit-distance metrics.
+    Like ``normalize_ci_alnum`` but Unicode-aware (``str.isalnum``), so Chinese characters are kept
+    while case, spaces and punctuation are ignored. This matches how the reference figures in
+    PROBE.md were scored (1−NED 0.976 on sroie_dev for PP-OCRv4 is reproduced only this way) and
+    is the single place to change the normalization of ``RecMetric``'s edit-distance metrics.
 
-    >>> normalize_for_ned("  Hello \\t World ")
-    'hello world'
+    >>> normalize_for_ned("  Hello, \t World! ")
+    'helloworld'
     """
-    return " ".join(s.lower().split())
+    return "".join(ch for ch in s.lower() if ch.isalnum())
 
 
 def normalize_ci_alnum(s: str) -> str:

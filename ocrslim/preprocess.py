@@ -92,12 +92,27 @@ def rec_target_width(crop_hw: tuple[int, int], cfg: RecConfig) -> int:
     return int(min(cfg.max_width, max(1, math.ceil(cfg.height * w / max(h, 1)))))
 
 
+def upscale_small(crop: np.ndarray, min_side: int) -> np.ndarray:
+    """Scale a crop whose short side is below ``min_side`` up to it, sides rounded to multiples of 32.
+
+    This is what RapidOCR does to every image it is given (``increase_min_side``); the PP-OCR
+    recognisers were tuned on inputs treated this way: on sroie_dev, PP-OCRv4's accuracy is 1.0
+    point lower without it.
+    """
+    h, w = crop.shape[:2]
+    if min_side <= 0 or min(h, w) >= min_side:
+        return crop
+    ratio = min_side / min(h, w)
+    return cv2.resize(crop, (_round32(w * ratio), _round32(h * ratio)))
+
+
 def rec_preprocess(crops: Sequence[np.ndarray], cfg: RecConfig) -> np.ndarray:
     """BGR crops → one batch Nx3xHxW: each resized to height H keeping aspect, right-padded with 0.
 
-    The batch width is the widest crop's width (at least ``cfg.min_width``), rounded up to a
+    Crops smaller than ``cfg.min_side`` are first scaled up (:func:`upscale_small`). The batch width is the widest crop's width (at least ``cfg.min_width``), rounded up to a
     multiple of 8 so the CTC frame count is exact.
     """
+    crops = [upscale_small(c, cfg.min_side) for c in crops]
     widths = [rec_target_width(c.shape[:2], cfg) for c in crops]
     batch_w = max([cfg.min_width, *widths])
     batch_w = int(math.ceil(batch_w / 8) * 8)

@@ -132,8 +132,9 @@ def test_det_rejects_mismatched_lengths() -> None:
 def test_normalizers() -> None:
     assert normalize_ci_alnum("Hello,") == "hello"
     assert normalize_ci_alnum("A-1 b_2!") == "a1b2"
-    assert normalize_for_ned("  Hello \t  World\n") == "hello world"
-    assert normalize_for_ned("Hello,") == "hello,"  # punctuation is kept for edit distance
+    assert normalize_for_ned("  Hello \t  World\n") == "helloworld"
+    assert normalize_for_ned("Hello,") == "hello"  # punctuation is ignored, like accuracy_ci_alnum
+    assert normalize_for_ned("总计 42元") == "总计42元"  # but CJK characters are kept
 
 
 def test_rec_single_substitution() -> None:
@@ -152,15 +153,15 @@ def test_rec_single_substitution() -> None:
 def test_rec_accumulates() -> None:
     metric = RecMetric()
     metric.update("abd", "abc")  # exact no, ci-alnum no; NED 1/3; 1 edit, 3 GT chars
-    metric.update("Hello,", "hello")  # exact no, ci-alnum yes; "hello," vs "hello": NED 1/6; 1 edit, 5 chars
+    metric.update("Hello,", "hello")  # exact no, ci-alnum yes; "hello" vs "hello": NED 0; 0 edits, 5 chars
     metric.update("abc", "abc")  # exact yes, ci-alnum yes; NED 0; 0 edits, 3 chars
     metric.update("", "")  # exact yes, ci-alnum yes; NED 0 (both empty); 0 edits, 0 chars
     summary = metric.summary()
     assert summary["accuracy"] == 2 / 4
     assert summary["accuracy_ci_alnum"] == 3 / 4
-    # mean NED = (1/3 + 1/6 + 0 + 0) / 4 = 1/8
-    assert summary["one_minus_ned"] == pytest.approx(1 - 1 / 8, abs=1e-15)
-    assert summary["cer"] == 2 / 11  # 2 edits / (3 + 5 + 3 + 0) GT characters
+    # mean NED = (1/3 + 0 + 0 + 0) / 4 = 1/12
+    assert summary["one_minus_ned"] == pytest.approx(1 - 1 / 12, abs=1e-15)
+    assert summary["cer"] == 1 / 11  # 1 edit / (3 + 5 + 3 + 0) GT characters
     assert summary["samples"] == 4
 
 

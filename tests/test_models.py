@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -25,10 +26,16 @@ from ocrslim.models import (
 pytest.importorskip("rapidocr_onnxruntime")
 
 
-def _session(path: str | Path) -> ort.InferenceSession:
+def _options() -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    # Idle ORT threads otherwise spin and steal the 2 cores from the torch forwards that follow.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+def _session(path: str | Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), _options(), providers=["CPUExecutionProvider"])
 
 
 def _image_like(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -52,7 +59,15 @@ def rec() -> CTCRecognizer:
 
 @pytest.fixture(scope="module")
 def det_ort() -> ort.InferenceSession:
-    return _session(teacher_onnx_path("det"))
+    """The teacher det graph with the pre-sigmoid logits exposed as a second output.
+
+    On random inputs the probability map is ~0 everywhere, so comparing probabilities alone
+    would prove little; the logits (about -50..-5 there) are compared too.
+    """
+    model = onnx.load(str(teacher_onnx_path("det")))
+    sigmoid = next(n for n in model.graph.node if n.op_type == "Sigmoid")
+    model.graph.output.append(onnx.helper.make_tensor_value_info(sigmoid.input[0], onnx.TensorProto.FLOAT, None))
+    return ort.InferenceSession(model.SerializeToString(), _options(), providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +78,17 @@ def rec_ort() -> ort.InferenceSession:
 @pytest.mark.parametrize("shape", [(1, 3, 320, 320), (1, 3, 256, 416)])
 def test_det_matches_onnx(det: DBNet, det_ort: ort.InferenceSession, shape: tuple[int, ...]) -> None:
     x = _image_like(*shape)
-    with torch.no_grad():
-        ours = det(x).numpy()
-    ref = det_ort.run(None, {"x": x.numpy()})[0]
+    logits: list[torch.Tensor] = []
+    handle = det.head.binarize.conv3.register_forward_hook(lambda _m, _i, out: logits.append(out))
+    try:
+        with torch.no_grad():
+            ours = det(x).numpy()
+    finally:
+        handle.remove()
+    ref, ref_logits = det_ort.run(None, {"x": x.numpy()})
     assert ours.shape == ref.shape == (shape[0], 1, shape[2], shape[3])
     assert np.abs(ours - ref).max() <= 1e-3
+    assert np.abs(logits[0].numpy() - ref_logits).max() <= 1e-3
 
 
 @pytest.mark.parametrize("width", [320, 160])
@@ -179,8 +200,10 @@ def test_rec_onnx_export(rec: CTCRecognizer, tmp_path: Path) -> None:
     assert np.abs(ours - ref).max() <= 1e-5
 
 
-def test_det_threshold_branch_and_gradients() -> None:
-    model = load_ppocrv4("det", teacher_onnx_path("det"), with_threshold=True).train()
+def test_det_threshold_branch_and_gradients(det: DBNet) -> None:
+    model = copy.deepcopy(det)
+    model.head.enable_threshold()
+    model.train()
     out = model(_image_like(2, 3, 64, 64))
     assert isinstance(out, dict) and set(out) == {"prob", "thresh", "binary"}
     for value in out.values():
@@ -192,6 +215,22 @@ def test_det_threshold_branch_and_gradients() -> None:
     model.eval()
     with torch.no_grad():
         assert isinstance(model(_image_like(1, 3, 64, 64)), torch.Tensor)
+
+
+@pytest.mark.filterwarnings("ignore:Unwrapped parameters")  # the scalar LAB scale/bias: nothing to prune
+def test_threshold_branch_after_pruning(det: DBNet) -> None:
+    """The DB threshold branch must be added after pruning: torch-pruning traces in eval mode,
+    where the branch does not run, so a branch created earlier keeps the unpruned input width."""
+    tp = pytest.importorskip("torch_pruning")
+    model = copy.deepcopy(det)
+    example = _image_like(1, 3, 64, 64)
+    importance = tp.importance.MagnitudeImportance(p=1)
+    pruner = tp.pruner.MetaPruner(model, example, importance=importance, pruning_ratio=0.3, ignored_layers=[model.head])
+    pruner.step()
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in det.parameters())
+    model.head.enable_threshold()
+    out = model.train()(example)
+    assert isinstance(out, dict) and out["thresh"].shape == (1, 1, 64, 64)
 
 
 def test_rec_gradients(rec: CTCRecognizer) -> None:

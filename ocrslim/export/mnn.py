@@ -129,8 +129,7 @@ def quantize_mnn(src_mnn: PathLike, dst_mnn: PathLike, config: dict[str, Any]) -
         calib = Path(config["path"])
         if not calib.is_dir():
             raise ArtifactError(f"{calib}: calibration folder not found. Create it (dvc repro) or fix quant path.")
-        # mnnquant joins the folder and file names by plain concatenation.
-        config["path"] = str(calib) + os.sep
+        config["path"] = str(calib)  # JSON needs a string; MNN 3.6.1 takes it with or without "/"
 
     with atomic_path(dst_mnn) as tmp:
         config_path = tmp.with_name("quant_config.json")

@@ -58,6 +58,18 @@ class DBHead(nn.Module):
         self.thresh: DBBranch | None = DBBranch(in_channels) if with_threshold else None
         self.out_channels = 1
 
+    def enable_threshold(self) -> DBBranch:
+        """Add a freshly initialised threshold branch sized to the current (possibly pruned) input.
+
+        Prune first, then call this: torch-pruning traces the model in eval mode, where the
+        threshold branch does not run, so a branch created before pruning keeps its old input width.
+        """
+        if self.thresh is None:
+            in_channels = self.binarize.conv1.in_channels
+            self.thresh = DBBranch(in_channels).to(self.binarize.conv1.weight.device)
+            self.init_kwargs["with_threshold"] = True
+        return self.thresh
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         prob = self.binarize(x)
         if self.thresh is None or not self.training:

@@ -54,7 +54,9 @@ def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]
         # weights_only=False: the file holds a whole pickled module (our own artifact, not user input).
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        raise ArtifactError(f"{path}: unreadable model file ({type(exc).__name__}). Delete it and re-run its stage.") from exc
+        raise ArtifactError(
+            f"{path}: unreadable model file ({type(exc).__name__}). Delete it and re-run its stage."
+        ) from exc
     except (ModuleNotFoundError, AttributeError) as exc:
         raise ArtifactError(
             f"{path}: its classes no longer import ({exc}). Re-run the stage that wrote it with this ocrslim version."

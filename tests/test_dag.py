@@ -1,0 +1,113 @@
+"""`dvc repro` of the tiny profile in a temporary git repo, with the network unavailable.
+
+The whole DAG (teacher → export → convert → evaluate) runs, writes its metrics, and a second
+`dvc repro` does nothing. Every Python process of the run loads tests/netguard/sitecustomize.py,
+which blocks and logs any name lookup or non-local connection; where the kernel allows it, the
+run is also put in a fresh network namespace (`unshare -n`) with no interfaces at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+import yaml
+
+from ocrslim.compose import compose, dump
+
+from .conftest import REPO, render_line, render_page
+
+pytestmark = pytest.mark.slow
+
+
+def _repo_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
+        check=True,
+    ).stdout.split("\n")
+    keep = ("dvc.yaml", "params.yaml", ".dvcignore", "conf/", "stages/", "ocrslim/", ".dvc/config")
+    return [f for f in out if f and f.startswith(keep) and (REPO / f).is_file()]
+
+
+def _make_sets(root: Path) -> tuple[Path, Path]:
+    img, quads = render_page()
+    (root / "det" / "images").mkdir(parents=True)
+    (root / "det" / "gt").mkdir()
+    cv2.imwrite(str(root / "det" / "images" / "page.png"), img)
+    (root / "det" / "gt" / "gt_page.txt").write_text(
+        "".join(",".join(str(int(v)) for v in q.reshape(-1)) + f",{t}\n"
+                for q, t in zip(quads, ["Total 42.50", "Hello World", "OCR slim 2026"]))
+    )
+    (root / "rec" / "images").mkdir(parents=True)
+    (root / "rec" / "images" / "unreadable.png").write_bytes(b"broken")
+    lines = []
+    for i, text in enumerate(["Receipt", "CASH 10.00"]):
+        cv2.imwrite(str(root / "rec" / "images" / f"w{i}.png"), render_line(text))
+        lines.append(f"w{i}.png\t{text}\n")
+    (root / "rec" / "labels.tsv").write_text("".join(lines) + "unreadable.png\tx\n")
+    return root / "det", root / "rec"
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
+        cmd = ["unshare", "-n", *cmd]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_tiny_dvc_repro_offline_then_noop(tmp_path):
+    work = tmp_path / "repo"
+    for rel in _repo_files():
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, work / rel)
+    det, rec = _make_sets(tmp_path / "data")
+    params = compose(["profile=tiny", f"eval.det_data=[{det}]", f"eval.rec_data=[{rec}]"], config_dir=work / "conf")
+    (work / "params.yaml").write_text(dump(params))
+
+    netlog = tmp_path / "net.log"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "tests" / "netguard"),
+        "OCRSLIM_NETLOG": str(netlog),
+        "OCRSLIM_CACHE": str(tmp_path / "cache"),
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    git = ["git", "-c", "init.defaultBranch=main"]
+    for cmd in (git + ["init", "-q"], git + ["add", "-A"], git + ["commit", "-qm", "tiny"]):
+        subprocess.run(cmd, cwd=work, env=env, check=True, capture_output=True)
+    dvc = [sys.executable, "-m", "dvc"]
+
+    first = _run(dvc + ["repro"], work, env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for path in ("artifacts/teacher/det.pt", "artifacts/onnx/rec.onnx", "artifacts/mnn/det.mnn",
+                 "artifacts/mnn/rec.mnn.json"):
+        assert (work / path).is_file(), path
+    variants = {}
+    for name in ("teacher_torch", "teacher_onnx", "teacher_mnn"):
+        m = json.loads((work / "metrics" / f"{name}.json").read_text())
+        variants[name] = m
+        assert m["rec"]["rec"]["samples"] == 2 and m["rec"]["skipped"] == 1  # the unreadable crop is counted
+        assert m["rec"]["rec"]["accuracy_ci_alnum"] == 1.0
+        assert m["det"]["det"]["hmean"] == 1.0
+    # the three runners agree on every metric of the tiny sets
+    flat = [json.dumps(v, sort_keys=True) for v in variants.values()]
+    assert len(set(flat)) == 1
+    assert "unreadable.png: unreadable image, skipped." in first.stdout + first.stderr
+    export = json.loads((work / "metrics" / "export_rec.json").read_text())
+    assert export["max_abs_diff"] <= params["export"]["rec_tol"]
+
+    second = _run(dvc + ["repro"], work, env)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "Running stage" not in second.stdout
+    status = _run(dvc + ["status"], work, env)
+    assert "up to date" in status.stdout.lower(), status.stdout
+
+    log = netlog.read_text() if netlog.exists() else ""
+    assert log == "", f"network access attempted:\n{log}"
+    assert yaml.safe_load((work / "dvc.lock").read_text())["stages"]
