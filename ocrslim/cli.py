@@ -150,6 +150,15 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_table(args: argparse.Namespace) -> int:
+    from ocrslim.report import eval_table, max_spread
+
+    print(eval_table(args.files))
+    if len(args.files) > 1:
+        print(f"\nlargest difference between variants: {max_spread(args.files):.2f} points")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocrslim", description="Mobile OCR compression pipeline tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="first N samples of each set")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("table", help="Markdown table of evaluation metrics files (one variant per file)")
+    p.add_argument("files", nargs="+", help="metrics JSON files (metrics/*.json, ocrslim eval --json)")
+    p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("zoo", help="list the registered pretrained models")
     p.set_defaults(func=cmd_zoo)

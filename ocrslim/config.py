@@ -240,3 +240,76 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return {k: fix(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Data and calibration (issue 3)
+# --------------------------------------------------------------------------------------------
+_SYSTEM_FONTS = ("/usr/share/fonts/**/*.ttf", "/usr/share/fonts/**/*.ttc", "/usr/share/fonts/**/*.otf")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Synthetic Chinese/English OCR data (``data`` stage) and the real training sets added by path."""
+
+    out: str = "data/synth"
+    seed: int = 0  # sample i of a split uses seed (seed, task, split, i): identical output for any worker count
+    workers: int = 2
+    dictionary: str = "ppocrv4_mobile_rec"  # zoo rec model (its ONNX charset) or a dict file, one char per line
+    fonts: tuple[str, ...] = _SYSTEM_FONTS  # globs or files; "default" = Pillow's bundled Latin font
+    font_exclude: tuple[str, ...] = ("*Math*",)  # file-name globs left out (symbol fonts)
+    det_train: int = 1000  # pages per split
+    det_val: int = 100
+    det_test: int = 100
+    rec_train: int = 20000  # line crops per split
+    rec_val: int = 1000
+    rec_test: int = 1000
+    page_size: tuple[int, int] = (640, 1280)  # range of a page's long side, px; short = long / U(1, 1.5)
+    lines_per_page: tuple[int, int] = (3, 12)
+    line_height: tuple[int, int] = (16, 48)  # font size range, px
+    max_angle: float = 5.0  # det: line rotation, degrees
+    rec_max_angle: float = 2.0  # rec: crop rotation, degrees
+    cjk_ratio: float = 0.5  # fraction of lines in Chinese; the rest: English, numbers, dates, prices, mixed
+    max_chars: int = 25  # characters per line
+    jpeg_quality: tuple[int, int] = (40, 95)  # images are saved as JPEG at a quality drawn from this range
+    aug: float = 1.0  # augmentation strength (0 = clean renders)
+    extra_train: tuple[str, ...] = ()  # real training sets by path (det/rec layouts, LMDB); validated, not copied
+
+    def __post_init__(self) -> None:
+        _check(self.workers >= 1, "data.workers", "must be >= 1")
+        counts = (self.det_train, self.det_val, self.det_test, self.rec_train, self.rec_val, self.rec_test)
+        _check(all(c >= 0 for c in counts), "data.det_*/rec_*", "counts must be >= 0")
+        _check(64 <= self.page_size[0] <= self.page_size[1] <= 4096, "data.page_size", "must be [min, max] in 64..4096")
+        _check(1 <= self.lines_per_page[0] <= self.lines_per_page[1], "data.lines_per_page", "must be [min, max] >= 1")
+        _check(8 <= self.line_height[0] <= self.line_height[1] <= 256, "data.line_height", "must be [min, max] in 8..256")
+        _check(0 <= self.max_angle <= 45 and 0 <= self.rec_max_angle <= 45, "data.max_angle", "must be in 0..45")
+        _check(0.0 <= self.cjk_ratio <= 1.0, "data.cjk_ratio", "must be in [0, 1]")
+        _check(1 <= self.max_chars <= 200, "data.max_chars", "must be in 1..200")
+        _check(1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100, "data.jpeg_quality", "must be [min, max] in 1..100")
+        _check(0.0 <= self.aug <= 2.0, "data.aug", "must be in [0, 2]")
+        _check(len(self.fonts) >= 1, "data.fonts", "needs at least one glob, file or 'default'")
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrateConfig:
+    """INT8 calibration images for MNN (``calibrate`` stage), stratified from the training pool."""
+
+    source: str | None = None  # your own folder (with det/ and rec/ inside) instead of the pools below
+    det_pool: tuple[str, ...] = ("data/synth/det/train",)
+    rec_pool: tuple[str, ...] = ("data/synth/rec/train",)
+    out: str = "calibration"
+    det_count: int = 32
+    rec_count: int = 128
+    det_size: int | None = None  # square det calibration side, px; None = det.limit_side_len
+    seed: int = 0
+    feature_quantize_method: str = "KL"  # MNN: KL | ADMM | EMA
+    weight_quantize_method: str = "MAX_ABS"  # MNN: MAX_ABS | ADMM
+
+    def __post_init__(self) -> None:
+        _check(self.det_count >= 1 and self.rec_count >= 1, "calibrate.det_count/rec_count", "must be >= 1")
+        _check(self.det_size is None or (self.det_size >= 32 and self.det_size % 32 == 0), "calibrate.det_size",
+               "must be a multiple of 32 (or null for det.limit_side_len)")
+        _check(self.feature_quantize_method in ("KL", "ADMM", "EMA"), "calibrate.feature_quantize_method",
+               f"is {self.feature_quantize_method!r}, must be KL, ADMM or EMA")
+        _check(self.weight_quantize_method in ("MAX_ABS", "ADMM"), "calibrate.weight_quantize_method",
+               f"is {self.weight_quantize_method!r}, must be MAX_ABS or ADMM")

@@ -12,8 +12,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
-import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import numpy as np
 
 from ocrslim.config import DetConfig, RecConfig, from_dict, to_dict
 from ocrslim.errors import ArtifactError
+from ocrslim.onnx2torch_compat import onnx_to_torch
 from ocrslim.postprocess import ctc_charset, ctc_greedy_decode, db_boxes
 from ocrslim.preprocess import cap_image, crop_quad, det_preprocess, reading_order, rec_preprocess
 from ocrslim.runtime import MnnRunner, OrtRunner, Runner, TorchRunner
@@ -67,33 +66,6 @@ def model_meta(task: str, characters: Sequence[str] | None, det_cfg: DetConfig, 
     return meta
 
 
-def import_onnx2torch() -> types.ModuleType:
-    """Import onnx2torch even where PyPI's torchvision (a CUDA build) cannot load beside CPU torch.
-
-    onnx2torch imports torchvision only for its NMS/RoIAlign converters, which OCR graphs never
-    use. If ``import torchvision`` fails, a stub whose ops raise on use stands in for it.
-    """
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # noqa: BLE001 - e.g. "operator torchvision::nms does not exist"
-        for key in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
-            del sys.modules[key]
-        tv = types.ModuleType("torchvision")
-        ops = types.ModuleType("torchvision.ops")
-
-        def _unavailable(*_: Any, **__: Any) -> Any:
-            raise RuntimeError("torchvision ops are unavailable in this environment")
-
-        for name in ("nms", "roi_align", "box_convert", "batched_nms"):
-            setattr(ops, name, _unavailable)
-        tv.ops = ops  # type: ignore[attr-defined]
-        sys.modules["torchvision"] = tv
-        sys.modules["torchvision.ops"] = ops
-    import onnx2torch
-
-    return onnx2torch
-
-
 def _cache_dir() -> Path:
     return Path(os.environ.get("OCRSLIM_CACHE", Path.home() / ".cache" / "ocrslim"))
 
@@ -115,8 +87,7 @@ def _torch_from_onnx(path: Path, native: bool, task: str) -> Any:
         from ocrslim.models.ppocr import load_ppocrv4
 
         return load_ppocrv4(task, path)
-    module = import_onnx2torch().convert(str(path))
-    return module.eval()
+    return onnx_to_torch(path)
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -332,6 +303,6 @@ class OCR:
 
 
 __all__ = [
-    "BACKENDS", "Line", "Model", "OCR", "import_onnx2torch", "model_meta", "open_bundle", "open_model",
+    "BACKENDS", "Line", "Model", "OCR", "model_meta", "open_bundle", "open_model",
     "write_manifest",
 ]

@@ -87,6 +87,9 @@ class OrtRunner:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads or 0
         opts.inter_op_num_threads = 1
+        # Idle ORT worker threads busy-wait by default; with det and rec sessions (and torch) in one
+        # process on few cores that spinning steals the CPU from whoever is computing.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except (ort_state.Fail, ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.NoSuchFile) as e:

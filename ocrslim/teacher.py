@@ -9,7 +9,8 @@ import torch
 
 from ocrslim.config import DetConfig, RecConfig, TeacherConfig
 from ocrslim.errors import ArtifactError
-from ocrslim.pipeline import import_onnx2torch, model_meta
+from ocrslim.onnx2torch_compat import onnx_to_torch
+from ocrslim.pipeline import model_meta
 from ocrslim.zoo import ZOO, onnx_characters, read_dict_file, zoo_onnx_path
 
 
@@ -52,7 +53,7 @@ def import_teacher(
 
         module = load_ppocrv4(task, path)
     else:
-        module = import_onnx2torch().convert(str(path))
+        module = onnx_to_torch(path)
     module.eval()
     meta = model_meta(task, characters, det_cfg, rec_cfg)
     meta["source"] = spec

@@ -13,6 +13,8 @@ Recognition (``load_rec_dataset``):
     - Directory with ``images/`` and ``labels.tsv`` (``<filename>\\t<text>``).
     - A directory holding a ``rec/`` subfolder: that subfolder.
     - PaddleOCR rec label file: ``<image path>\\t<text>``.
+    - CRNN-style LMDB directory (holds ``data.mdb``): ``num-samples``, ``image-%09d``, ``label-%09d``, 1-based.
+      Samples point into the LMDB (``RecSample.lmdb``); read them with :func:`read_sample_image`.
 
 Text files are read as UTF-8 with an optional BOM; blank lines are skipped; a line is split on its first tab
 only, so later tabs and all spaces belong to the text. Image paths in a PaddleOCR label file are resolved
@@ -27,8 +29,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,17 @@ import numpy as np
 
 from ocrslim.errors import ConfigError, DataError
 
-__all__ = ["DetSample", "RecSample", "load_det_dataset", "load_rec_dataset"]
+__all__ = [
+    "DetSample",
+    "ImageStats",
+    "RecSample",
+    "coverage_summary",
+    "dictionary_coverage",
+    "iter_sample_images",
+    "load_det_dataset",
+    "load_rec_dataset",
+    "read_sample_image",
+]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 DONT_CARE = "###"
@@ -70,10 +83,14 @@ class DetSample:
 
 @dataclass(frozen=True)
 class RecSample:
-    """One cropped word/line image and its transcription (the image itself is not loaded)."""
+    """One cropped word/line image and its transcription (the image itself is not loaded).
+
+    For an LMDB set, ``lmdb`` is the LMDB directory and ``image`` is ``<lmdb>/image-%09d`` (its key).
+    """
 
     image: Path
     text: str
+    lmdb: Path | None = None
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -284,6 +301,8 @@ def load_rec_dataset(path: str | Path, limit: int | None = None) -> list[RecSamp
     """
     _check_limit(limit)
     root = Path(path)
+    if root.is_dir() and (root / "data.mdb").is_file():
+        return _load_lmdb_rec(root, limit)
     if root.is_file():
         return [RecSample(image=_resolve_image(root, n), text=t) for n, t in _read_rec_labels(root)[:limit]]
     if not root.is_dir():
@@ -294,3 +313,128 @@ def load_rec_dataset(path: str | Path, limit: int | None = None) -> list[RecSamp
     if (root / "images").is_dir() and labels.is_file():
         return [RecSample(image=root / "images" / n, text=t) for n, t in _read_rec_labels(labels)[:limit]]
     raise DataError(f"{root}: not a recognition set layout. Pass a recognition set: {_REC_LAYOUTS}.")
+
+
+# ---------------------------------------------------------------------------------------------- LMDB
+
+
+def _open_lmdb(root: Path) -> Any:
+    try:
+        import lmdb
+    except ImportError:
+        raise DataError(f"{root}: an LMDB set needs the lmdb package. pip install lmdb, then re-run.") from None
+    try:
+        return lmdb.open(str(root), readonly=True, lock=False, readahead=False, meminit=False, max_readers=64)
+    except lmdb.Error as e:
+        raise DataError(f"{root}: not a readable LMDB ({type(e).__name__}: {e}). Rebuild it, or remove it.") from None
+
+
+def _load_lmdb_rec(root: Path, limit: int | None) -> list[RecSample]:
+    """CRNN-style LMDB: ``num-samples``, then ``image-%09d`` / ``label-%09d`` for 1..N (labels UTF-8)."""
+    env = _open_lmdb(root)
+    try:
+        with env.begin(write=False) as txn:
+            raw = txn.get(b"num-samples")
+            if raw is None or not raw.strip().isdigit():
+                raise DataError(
+                    f"{root}: LMDB has no integer 'num-samples' key. Write num-samples, image-%09d and label-%09d "
+                    "(1-based), as CRNN's create_dataset does."
+                )
+            n = int(raw)
+            samples = []
+            for i in range(1, n + 1):
+                label = txn.get(f"label-{i:09d}".encode())
+                if label is None:
+                    raise DataError(f"{root}: label-{i:09d} missing (num-samples = {n}). Rebuild the LMDB.")
+                try:
+                    text = label.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise DataError(f"{root}: label-{i:09d} is not UTF-8. Rebuild the LMDB with UTF-8 labels.") from None
+                samples.append(RecSample(image=root / f"image-{i:09d}", text=text, lmdb=root))
+    finally:
+        env.close()
+    return samples[:limit]
+
+
+_LMDB_ENVS: dict[Path, Any] = {}
+
+
+def read_sample_image(sample: DetSample | RecSample) -> np.ndarray | None:
+    """A sample's image as BGR uint8 HxWx3 (files and LMDB entries alike), or ``None`` if it cannot be decoded."""
+    from ocrslim.preprocess import read_image
+
+    lmdb_root = getattr(sample, "lmdb", None)
+    if lmdb_root is None:
+        return read_image(sample.image)
+    env = _LMDB_ENVS.get(lmdb_root)
+    if env is None:
+        env = _LMDB_ENVS[lmdb_root] = _open_lmdb(lmdb_root)
+    with env.begin(write=False) as txn:
+        data = txn.get(sample.image.name.encode())
+    if not data:
+        return None
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    return img if img is not None and img.size else None
+
+
+@dataclass
+class ImageStats:
+    """Counts kept by :func:`iter_sample_images`: images read, and unreadable ones skipped (first few named)."""
+
+    read: int = 0
+    skipped: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.skipped:
+            return f"{self.read} images read"
+        return f"{self.read} images read, {self.skipped} unreadable skipped (e.g. {', '.join(self.examples)})"
+
+
+def iter_sample_images(
+    samples: list[DetSample] | list[RecSample], stats: ImageStats | None = None
+) -> Iterator[tuple[DetSample | RecSample, np.ndarray]]:
+    """Yield ``(sample, image)``, skipping and counting unreadable images (as the evaluation loop does)."""
+    stats = stats if stats is not None else ImageStats()
+    for s in samples:
+        img = read_sample_image(s)
+        if img is None:
+            stats.skipped += 1
+            if len(stats.examples) < 3:
+                stats.examples.append(str(s.image))
+            continue
+        stats.read += 1
+        yield s, img
+
+
+# ------------------------------------------------------------------------------------ dictionary coverage
+
+
+def dictionary_coverage(samples: list[DetSample] | list[RecSample], charset: Iterable[str]) -> dict[str, int]:
+    """Characters of the labels that are not in ``charset`` (space always allowed), with their counts.
+
+    Don't-care boxes (``###``) are not counted. Returns ``{char: count}``, most frequent first.
+
+    >>> dictionary_coverage([RecSample(Path("a.png"), "héllo")], "helo")
+    {'é': 1}
+    """
+    allowed = set(charset) | {" "}
+    counts: Counter[str] = Counter()
+    for s in samples:
+        texts = [s.text] if isinstance(s, RecSample) else [t for t, ign in zip(s.texts, s.ignore) if not ign]
+        for t in texts:
+            counts.update(c for c in t if c not in allowed)
+    return dict(counts.most_common())
+
+
+def coverage_summary(name: str, samples: list[DetSample] | list[RecSample], missing: dict[str, int]) -> str:
+    """One line: how many labels hold characters outside the dictionary, and the most frequent of them."""
+    if not missing:
+        return f"{name}: {len(samples)} samples, every label character is in the dictionary"
+    top = ", ".join(f"{c!r} x{n}" for c, n in list(missing.items())[:8])
+    return (
+        f"{name}: {len(samples)} samples, {sum(missing.values())} label characters outside the dictionary "
+        f"({len(missing)} distinct: {top}); the recogniser cannot emit them"
+    )

@@ -18,14 +18,26 @@ from ocrslim.pipeline import sidecar_path
 INPUT, OUTPUT = "x", "y"
 
 
-def probe_inputs(task: str, cfg: ExportConfig, batch: int = 1, seed: int = 0) -> list[np.ndarray]:
-    """Deterministic normalized-image-like inputs at the configured probe shapes (≥ 2 shapes)."""
+def probe_inputs(task: str, cfg: ExportConfig, meta: dict[str, Any] | None = None, batch: int = 1,
+                 seed: int = 0) -> list[np.ndarray]:
+    """Deterministic inputs at the configured probe shapes (≥ 2): rendered text, normalized like
+    the runners do, plus mild noise, so the det map and rec frames are far from trivial."""
+    from ocrslim.data.probe import text_image
+    from ocrslim.preprocess import normalize
+
+    pre = ((meta or {}).get("config") or {}).get(task) or {}
+    mean, std = pre.get("mean", (0.5,) * 3), pre.get("std", (0.5,) * 3)
     rng = np.random.default_rng(seed)
     if task == "det":
-        shapes = [(batch, 3, h, w) for h, w in cfg.det_shapes]
+        shapes = [(batch, h, w) for h, w in cfg.det_shapes]
     else:
-        shapes = [(batch + i, 3, 48, w) for i, w in enumerate(cfg.rec_widths)]
-    return [rng.uniform(-1.0, 1.0, size=s).astype(np.float32) for s in shapes]
+        shapes = [(batch + i, 48, w) for i, w in enumerate(cfg.rec_widths)]
+    out = []
+    for n, h, w in shapes:
+        imgs = [normalize(text_image(h, w, seed=seed + k), mean, std) for k in range(n)]
+        x = np.stack(imgs) + rng.normal(0.0, 0.02, size=(n, 3, h, w)).astype(np.float32)
+        out.append(x.astype(np.float32))
+    return out
 
 
 def dynamic_axes(task: str) -> dict[str, dict[int, str]]:
@@ -59,7 +71,7 @@ def export_model(pt_path: str | Path, out: str | Path, task: str, cfg: ExportCon
     if meta.get("task") not in (None, task):
         raise ArtifactError(f"{pt_path}: is a {meta['task']} model, not {task}. Check dvc.yaml's export stage.")
     model.eval()
-    inputs = probe_inputs(task, cfg)
+    inputs = probe_inputs(task, cfg, meta)
     out = Path(out)
     with atomic_path(out) as tmp:
         export_onnx(
@@ -96,7 +108,7 @@ def convert_model(onnx_path: str | Path, out: str | Path, task: str, cfg: Conver
     meta = onnx_ocrslim_meta(onnx_path)
     if task == "rec":
         meta["characters"] = onnx_characters(onnx_path) or []
-    inputs = probe_inputs(task, export_cfg or ExportConfig())
+    inputs = probe_inputs(task, export_cfg or ExportConfig(), meta)
     with atomic_path(out) as tmp:
         convert_onnx_to_mnn(onnx_path, tmp, fp16=cfg.fp16)
         ort, mnn = OrtRunner(onnx_path), MnnRunner(tmp)

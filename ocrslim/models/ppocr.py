@@ -11,7 +11,6 @@ and every weight tensor on both sides must be used exactly once; any mismatch ra
 
 from __future__ import annotations
 
-import importlib.util
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +27,9 @@ from ocrslim.errors import ArtifactError, ConfigError
 from ocrslim.models.det import DBNet, build_dbnet
 from ocrslim.models.layers import LearnableAffineBlock
 from ocrslim.models.rec import CTCRecognizer, build_ctc_recognizer
+from ocrslim.zoo import onnx_characters, zoo_onnx_path
 
-__all__ = ["PPOCRV4_DET", "PPOCRV4_REC", "TEACHER_FILES", "load_ppocrv4", "onnx_charset", "teacher_onnx_path"]
+__all__ = ["PPOCRV4_DET", "PPOCRV4_REC", "load_ppocrv4", "onnx_charset", "teacher_onnx_path"]
 
 #: Component specs of PP-OCRv4 mobile det (read off ch_PP-OCRv4_det_infer.onnx).
 PPOCRV4_DET: dict[str, dict[str, Any]] = {
@@ -54,9 +54,6 @@ PPOCRV4_REC: dict[str, dict[str, Any]] = {
     "head": {"name": "CTCHead"},
 }
 
-#: Teacher file names inside the rapidocr_onnxruntime wheel.
-TEACHER_FILES = {"det": "ch_PP-OCRv4_det_infer.onnx", "rec": "ch_PP-OCRv4_rec_infer.onnx"}
-
 _TASKS = ("det", "rec")
 
 # Native weight layers and the ONNX weight-group kind each one takes.
@@ -79,21 +76,13 @@ def _check_task(task: str) -> None:
 
 
 def teacher_onnx_path(task: str) -> Path:
-    """Path of the PP-OCRv4 mobile ``task`` ONNX shipped in the rapidocr_onnxruntime wheel.
+    """Path of the PP-OCRv4 mobile ``task`` ONNX shipped in the rapidocr_onnxruntime wheel (zoo lookup).
 
     >>> teacher_onnx_path("rec").name
     'ch_PP-OCRv4_rec_infer.onnx'
     """
     _check_task(task)
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
-    if spec is None or spec.origin is None:
-        raise ArtifactError(
-            f"{TEACHER_FILES[task]}: rapidocr_onnxruntime is not installed. pip install rapidocr_onnxruntime==1.4.4."
-        )
-    path = Path(spec.origin).parent / "models" / TEACHER_FILES[task]
-    if not path.is_file():
-        raise ArtifactError(f"{path}: not found in the installed wheel. Reinstall rapidocr_onnxruntime==1.4.4.")
-    return path
+    return zoo_onnx_path(f"ppocrv4_mobile_{task}")
 
 
 def _load_onnx(onnx_path: str | Path) -> onnx.ModelProto:
@@ -109,17 +98,13 @@ def _load_onnx(onnx_path: str | Path) -> onnx.ModelProto:
 
 
 def onnx_charset(onnx_path: str | Path) -> list[str]:
-    """Character list stored in a PP-OCR rec ONNX (``metadata_props['character']``, one per line).
-
-    Returns exactly the stored list: no CTC blank and no space are added (the caller does that).
-    """
-    model = _load_onnx(onnx_path)
-    for prop in model.metadata_props:
-        if prop.key == "character":
-            return prop.value.split("\n")
-    raise ArtifactError(
-        f"{onnx_path}: has no 'character' metadata. Pass a PP-OCR rec ONNX, or supply the character list yourself."
-    )
+    """Character list stored in a PP-OCR rec ONNX (``metadata_props['character']``), no blank/space added."""
+    chars = onnx_characters(onnx_path)
+    if chars is None:
+        raise ArtifactError(
+            f"{onnx_path}: has no 'character' metadata. Pass a PP-OCR rec ONNX, or supply the character list yourself."
+        )
+    return chars
 
 
 @dataclass

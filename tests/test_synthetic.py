@@ -1,0 +1,107 @@
+"""Synthetic data: determinism, GT that holds the text, dictionary-only labels, readable layouts, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ocrslim.config import DataConfig
+from ocrslim.data.datasets import load_det_dataset, load_rec_dataset
+from ocrslim.data.fonts import discover_fonts
+from ocrslim.data.synthetic import generate_synthetic, make_context, render_det_page, sample_rng
+from ocrslim.data.text import build_corpus, load_charset
+from ocrslim.errors import DataError
+
+TINY = DataConfig(
+    fonts=("default",), cjk_ratio=0.0, det_train=2, det_val=1, det_test=1, rec_train=4, rec_val=1, rec_test=1,
+    page_size=(256, 320), lines_per_page=(2, 4), line_height=(14, 24), max_chars=12, workers=1,
+)
+
+
+@pytest.fixture(scope="module")
+def charset() -> list[str]:
+    return load_charset("ppocrv4_mobile_rec")
+
+
+@pytest.fixture(scope="module")
+def ctx(charset: list[str]):
+    return make_context(TINY, charset)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_for_1_and_2_workers_and_other_seed_differs(ctx, tmp_path: Path) -> None:
+    generate_synthetic(TINY, tmp_path / "a", ctx)
+    ctx2 = dataclasses.replace(ctx, cfg=dataclasses.replace(TINY, workers=2))
+    generate_synthetic(ctx2.cfg, tmp_path / "b", ctx2)
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert a == b and len(a) > 10
+    ctx3 = dataclasses.replace(ctx, cfg=dataclasses.replace(TINY, seed=1))
+    c = _files(tmp_path / "c") if generate_synthetic(ctx3.cfg, tmp_path / "c", ctx3) else {}
+    assert c.keys() == a.keys() and c["rec/train/images/000000.jpg"] != a["rec/train/images/000000.jpg"]
+
+
+def test_layouts_load_and_labels_stay_in_dictionary(ctx, charset: list[str], tmp_path: Path) -> None:
+    manifest = generate_synthetic(TINY, tmp_path / "s", ctx)
+    allowed = set(charset) | {" "}
+    det = load_det_dataset(tmp_path / "s" / "det" / "train")
+    rec = load_rec_dataset(tmp_path / "s" / "rec" / "train")
+    assert len(det) == 2 and len(rec) == 4
+    assert all(s.polys and all(set(t) <= allowed for t in s.texts) for s in det)
+    assert all(s.text and set(s.text) <= allowed and s.text == s.text.strip() for s in rec)
+    assert manifest["fonts"] and all(len(f["sha256"]) == 64 for f in manifest["fonts"])
+    assert 0 < manifest["coverage"]["rec/train"]["chars_seen"] <= len(set(charset))
+    assert (tmp_path / "s" / "manifest.json").is_file()
+
+
+def test_gt_quads_contain_the_rendered_text(ctx) -> None:
+    import cv2
+
+    clean = dataclasses.replace(ctx, cfg=dataclasses.replace(TINY, aug=0.0, max_angle=10.0))
+    for i in range(3):
+        page, quads, texts, _ = render_det_page(clean, sample_rng(7, "det", "train", i))
+        assert quads and len(quads) == len(texts)
+        dark = page.min(axis=2) < 125  # ink is darker than every background (>= 135 without augmentation)
+        inside = np.zeros(dark.shape, np.uint8)
+        cv2.fillPoly(inside, [np.round(q).astype(np.int32) for q in quads], 1)
+        inside = cv2.dilate(inside, np.ones((3, 3), np.uint8)).astype(bool)
+        assert dark[inside].sum() > 0 and dark[~inside].sum() <= 0.01 * dark.sum()
+        for q in quads:  # each box holds ink of its own
+            one = np.zeros(dark.shape, np.uint8)
+            cv2.fillPoly(one, [np.round(q).astype(np.int32)], 1)
+            assert dark[one.astype(bool)].mean() > 0.05
+
+
+def test_cjk_lines_use_a_cjk_font(charset: list[str]) -> None:
+    fonts = [f for f in discover_fonts(DataConfig().fonts, need_cjk=False) if f.cjk] if Path("/usr/share/fonts").is_dir() else []
+    if not fonts:
+        pytest.skip("no CJK system font (apt-get install fonts-wqy-microhei)")
+    ctx = make_context(dataclasses.replace(TINY, fonts=(fonts[0].path, "default"), cjk_ratio=1.0), charset)
+    from ocrslim.data.synthetic import render_rec_line
+
+    img, text, font = render_rec_line(ctx, sample_rng(0, "rec", "train", 0))
+    assert img.ndim == 3 and set(text) <= set(charset) | {" "} and font == fonts[0].name
+
+
+def test_missing_font_is_one_line_naming_the_package(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as e:
+        discover_fonts([str(tmp_path / "nope.ttf")])
+    assert "\n" not in str(e.value) and "apt-get install fonts-" in str(e.value)
+    bad = tmp_path / "bad.ttf"
+    bad.write_bytes(b"not a font")
+    with pytest.raises(DataError, match="apt-get install --reinstall"):
+        discover_fonts([str(bad)])
+
+
+def test_no_cjk_font_and_empty_corpus_are_one_line_errors() -> None:
+    with pytest.raises(DataError, match="fonts-wqy-microhei") as e:
+        discover_fonts(["default"], need_cjk=True)
+    assert "\n" not in str(e.value)
+    with pytest.raises(DataError, match="data.dictionary") as e:
+        build_corpus(["☃"], cjk_ratio=0.0)
+    assert "\n" not in str(e.value)
