@@ -79,7 +79,8 @@ def cmd_read(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         if ocr.det is not None and ocr.rec is not None:
-            lines = [(ln.box, ln.text, ln.score) for ln in ocr.read(img)]
+            drop = 0.0 if args.all else ocr.rec.rec_cfg.drop_score
+            lines = [(ln.box, ln.text, ln.score) for ln in ocr.read(img) if ln.score >= drop and ln.text.strip()]
         elif ocr.det is not None:
             boxes, scores = ocr.detect(img)
             lines = [(b, "", s) for b, s in zip(boxes, scores)]
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--draw", help="write the image with boxes drawn (OUT.png; numbered per image if several)")
+    p.add_argument("--all", action="store_true", help="also print lines below rec.drop_score confidence")
     p.set_defaults(func=cmd_read)
 
     p = sub.add_parser("eval", help="evaluate on detection and/or recognition sets")

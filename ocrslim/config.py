@@ -281,11 +281,13 @@ class DataConfig:
         _check(all(c >= 0 for c in counts), "data.det_*/rec_*", "counts must be >= 0")
         _check(64 <= self.page_size[0] <= self.page_size[1] <= 4096, "data.page_size", "must be [min, max] in 64..4096")
         _check(1 <= self.lines_per_page[0] <= self.lines_per_page[1], "data.lines_per_page", "must be [min, max] >= 1")
-        _check(8 <= self.line_height[0] <= self.line_height[1] <= 256, "data.line_height", "must be [min, max] in 8..256")
+        lo, hi = self.line_height
+        _check(8 <= lo <= hi <= 256, "data.line_height", "must be [min, max] in 8..256")
         _check(0 <= self.max_angle <= 45 and 0 <= self.rec_max_angle <= 45, "data.max_angle", "must be in 0..45")
         _check(0.0 <= self.cjk_ratio <= 1.0, "data.cjk_ratio", "must be in [0, 1]")
         _check(1 <= self.max_chars <= 200, "data.max_chars", "must be in 1..200")
-        _check(1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100, "data.jpeg_quality", "must be [min, max] in 1..100")
+        q_lo, q_hi = self.jpeg_quality
+        _check(1 <= q_lo <= q_hi <= 100, "data.jpeg_quality", "must be [min, max] in 1..100")
         _check(0.0 <= self.aug <= 2.0, "data.aug", "must be in [0, 2]")
         _check(len(self.fonts) >= 1, "data.fonts", "needs at least one glob, file or 'default'")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ocrslim.data.datasets import load_det_dataset, load_rec_dataset
+from ocrslim.data.datasets import load_det_dataset, load_rec_dataset, read_sample_image
 from ocrslim.metrics import DetMetric, E2EMetric, RecMetric
 from ocrslim.pipeline import OCR
 from ocrslim.preprocess import read_image
@@ -70,7 +70,7 @@ def evaluate_rec(
     for start in range(0, len(samples), chunk):
         crops, labels = [], []
         for s in samples[start : start + chunk]:
-            img = read_image(s.image)
+            img = read_sample_image(s)
             if img is None:
                 warn(f"{s.image}: unreadable image, skipped.")
                 skipped += 1
@@ -121,8 +121,15 @@ def _merge(into: dict[str, Any], res: dict[str, Any]) -> None:
 
 
 def set_name(path: str | Path) -> str:
-    """A short, stable name for a data set path."""
-    p = Path(path).resolve() if Path(path).exists() else Path(path)
-    if p.name in ("det", "rec") or p.is_file():
+    """A short, stable name for a data set path: ``../shared/data/sroie_dev/det`` → ``sroie_dev``,
+    ``data/synth/rec/test`` → ``synth_test``; a label file is named by its folder."""
+    p = Path(path)
+    if p.is_file():
         p = p.parent
-    return p.name
+    parts = [x for x in p.parts if x not in ("det", "rec", "images", "", ".")]
+    if not parts:
+        return str(path)
+    name = parts[-1]
+    if name in ("train", "val", "test") and len(parts) > 1:
+        name = f"{parts[-2]}_{name}"
+    return name

@@ -347,7 +347,8 @@ class E2EMetric:
     """End-to-end spotting precision, recall and F1 over images.
 
     Boxes are matched exactly as ``DetMetric`` (``match_icdar15``). A true positive is a matched pair whose
-    texts are equal after ``normalize_ci_alnum``. Precision = TP / care predictions, recall = TP / care GT,
+    texts are equal after ``normalize_for_ned`` (case-insensitive, letters and digits only, Unicode-aware so
+    Chinese lines are compared on their characters; on Latin text it equals ``normalize_ci_alnum``). Precision = TP / care predictions, recall = TP / care GT,
     F1 = 2 TP / (care GT + care predictions); ``None`` when a denominator is 0.
 
     Predictions are scored as the caller passes them: one with empty (or non-alphanumeric) text is still a
@@ -397,7 +398,7 @@ class E2EMetric:
             raise ValueError(f"pred_polys has {len(pred_polys)} polygons but pred_texts has {len(pred_texts)} texts")
         det = match_icdar15(gt_polys, gt_ignore, pred_polys, self.iou_thresh, self.dontcare_area_thresh)
         correct = tuple(
-            (i, j) for i, j in det.pairs if normalize_ci_alnum(gt_texts[i]) == normalize_ci_alnum(pred_texts[j])
+            (i, j) for i, j in det.pairs if normalize_for_ned(gt_texts[i]) == normalize_for_ned(pred_texts[j])
         )
         self.true_positives += len(correct)
         self.num_gt_care += det.num_gt_care

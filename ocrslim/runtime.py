@@ -7,7 +7,10 @@ size, rec batches of any width).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +30,23 @@ class Runner(Protocol):
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run on ``x`` (float32, NCHW); return the first output as float32."""
         ...
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what native code prints to stdout (fd 1) to stderr for the duration of the block.
+
+    MNN's C++ runtime prints banners ("The device supports: ...", "MNN use high precision") on
+    stdout, which would corrupt machine-readable output such as ``ocrslim read --json``.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _as_input(x: np.ndarray) -> np.ndarray:
@@ -124,8 +144,9 @@ class MnnRunner:
     name = "mnn"
 
     def __init__(self, path: PathLike, threads: int | None = None) -> None:
-        import MNN.expr
-        import MNN.nn
+        with _stdout_to_stderr():
+            import MNN.expr
+            import MNN.nn
 
         self._expr = MNN.expr
         self.path = Path(path)
@@ -133,16 +154,18 @@ class MnnRunner:
         config: dict[str, Any] = {"backend": "CPU", "precision": "high"}
         if threads is not None:
             config["numThread"] = threads
-        self._runtime = MNN.nn.create_runtime_manager((config,))  # must outlive the module
-        unloadable = f"{self.path}: MNN cannot load it. Re-run convert_onnx_to_mnn (dvc repro convert_mnn)."
-        try:
-            self.module = MNN.nn.load_module_from_file(
-                str(self.path), [], [], runtime_manager=self._runtime, shape_mutable=True
-            )
-        except SystemError as e:  # the binding's way of saying "Invalidate buffer to create MNN Module"
-            raise ArtifactError(unloadable) from e
+        unloadable = f"{self.path}: MNN cannot load it. Re-run convert_onnx_to_mnn (dvc repro convert)."
+        with _stdout_to_stderr():
+            self._runtime = MNN.nn.create_runtime_manager((config,))  # must outlive the module
+            try:
+                self.module = MNN.nn.load_module_from_file(
+                    str(self.path), [], [], runtime_manager=self._runtime, shape_mutable=True
+                )
+            except SystemError as e:  # the binding's way of saying "Invalidate buffer to create MNN Module"
+                raise ArtifactError(unloadable) from e
         if self.module is None:
             raise ArtifactError(unloadable)
+        self._first_call = True
         inputs = self.module.get_info().get("inputNames", [])
         if len(inputs) != 1:
             raise ArtifactError(f"{self.path}: has inputs {inputs}, MnnRunner feeds exactly one. Export one input.")
@@ -151,7 +174,12 @@ class MnnRunner:
         F = self._expr
         x = _as_input(x)
         var = F.const(x, list(x.shape), F.NCHW)
-        out = self.module.forward([var])[0]
+        if self._first_call:  # MNN prints its precision banner on the first forward
+            with _stdout_to_stderr():
+                out = self.module.forward([var])[0]
+            self._first_call = False
+        else:
+            out = self.module.forward([var])[0]
         if out.data_format == F.NC4HW4:
             out = F.convert(out, F.NCHW)
         # read() returns a view of MNN's buffer, which the next forward may overwrite: copy it.

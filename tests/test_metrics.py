@@ -229,3 +229,13 @@ def test_e2e_empty() -> None:
     assert metric.summary() == {"precision": None, "recall": None, "f1": None}
     metric.update([box(0, 0, 10, 10)], ["a"], [False], [], [])
     assert metric.summary() == {"precision": None, "recall": 0.0, "f1": 0.0}
+
+
+def test_e2e_compares_chinese_text_on_its_characters() -> None:
+    """Regression: ASCII-only normalization made every pure-Chinese pair equal ("" == "")."""
+    box = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], np.float32)
+    metric = E2EMetric()
+    metric.update([box], ["合计"], [False], [box], ["收据"])
+    assert metric.summary()["f1"] == 0.0
+    metric.update([box], ["合计 42"], [False], [box], ["合计42"])
+    assert metric.true_positives == 1

@@ -42,7 +42,8 @@ def test_same_seed_same_bytes_for_1_and_2_workers_and_other_seed_differs(ctx, tm
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert a == b and len(a) > 10
     ctx3 = dataclasses.replace(ctx, cfg=dataclasses.replace(TINY, seed=1))
-    c = _files(tmp_path / "c") if generate_synthetic(ctx3.cfg, tmp_path / "c", ctx3) else {}
+    generate_synthetic(ctx3.cfg, tmp_path / "c", ctx3)
+    c = _files(tmp_path / "c")
     assert c.keys() == a.keys() and c["rec/train/images/000000.jpg"] != a["rec/train/images/000000.jpg"]
 
 
@@ -78,7 +79,10 @@ def test_gt_quads_contain_the_rendered_text(ctx) -> None:
 
 
 def test_cjk_lines_use_a_cjk_font(charset: list[str]) -> None:
-    fonts = [f for f in discover_fonts(DataConfig().fonts, need_cjk=False) if f.cjk] if Path("/usr/share/fonts").is_dir() else []
+    try:
+        fonts = [f for f in discover_fonts(DataConfig().fonts) if f.cjk]
+    except DataError:
+        fonts = []
     if not fonts:
         pytest.skip("no CJK system font (apt-get install fonts-wqy-microhei)")
     ctx = make_context(dataclasses.replace(TINY, fonts=(fonts[0].path, "default"), cjk_ratio=1.0), charset)

@@ -213,8 +213,13 @@ def mnn_quant_config(
 
 
 def _choose(
-    task: str, cands: list[Candidate], n: int, bucket: Callable[[tuple[int, int], str | None], str], cfg: CalibrateConfig,
-    where: str, count_key: str,
+    task: str,
+    cands: list[Candidate],
+    n: int,
+    bucket: Callable[[tuple[int, int], str | None], str],
+    cfg: CalibrateConfig,
+    where: str,
+    count_key: str,
 ) -> tuple[list[tuple[Candidate, str, tuple[int, int]]], int]:
     sized = []
     unreadable = 0
@@ -274,7 +279,8 @@ def build_calibration(
             paths, key = pools[task]
             where = f"{key} ({', '.join(paths)})"
             cands = _candidates(task, paths, key)
-            chosen, unreadable = _choose(task, cands, counts[task], buckets[task], cfg, where, f"calibrate.{task}_count")
+            count_key = f"calibrate.{task}_count"
+            chosen, unreadable = _choose(task, cands, counts[task], buckets[task], cfg, where, count_key)
             (root / task).mkdir(parents=True)
             entries = []
             for k, ((path, text, sample), bucket, _wh) in enumerate(chosen):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -318,45 +319,48 @@ def load_rec_dataset(path: str | Path, limit: int | None = None) -> list[RecSamp
 # ---------------------------------------------------------------------------------------------- LMDB
 
 
+_LMDB_ENVS: dict[tuple[int, Path], Any] = {}
+
+
 def _open_lmdb(root: Path) -> Any:
+    """The read-only LMDB environment of ``root``, one per process (LMDB refuses a second open)."""
+    key = (os.getpid(), root.resolve())
+    if key in _LMDB_ENVS:
+        return _LMDB_ENVS[key]
     try:
         import lmdb
     except ImportError:
         raise DataError(f"{root}: an LMDB set needs the lmdb package. pip install lmdb, then re-run.") from None
     try:
-        return lmdb.open(str(root), readonly=True, lock=False, readahead=False, meminit=False, max_readers=64)
+        env = lmdb.open(str(root), readonly=True, lock=False, readahead=False, meminit=False, max_readers=64)
     except lmdb.Error as e:
         raise DataError(f"{root}: not a readable LMDB ({type(e).__name__}: {e}). Rebuild it, or remove it.") from None
+    _LMDB_ENVS[key] = env
+    return env
 
 
 def _load_lmdb_rec(root: Path, limit: int | None) -> list[RecSample]:
     """CRNN-style LMDB: ``num-samples``, then ``image-%09d`` / ``label-%09d`` for 1..N (labels UTF-8)."""
     env = _open_lmdb(root)
-    try:
-        with env.begin(write=False) as txn:
-            raw = txn.get(b"num-samples")
-            if raw is None or not raw.strip().isdigit():
-                raise DataError(
-                    f"{root}: LMDB has no integer 'num-samples' key. Write num-samples, image-%09d and label-%09d "
-                    "(1-based), as CRNN's create_dataset does."
-                )
-            n = int(raw)
-            samples = []
-            for i in range(1, n + 1):
-                label = txn.get(f"label-{i:09d}".encode())
-                if label is None:
-                    raise DataError(f"{root}: label-{i:09d} missing (num-samples = {n}). Rebuild the LMDB.")
-                try:
-                    text = label.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise DataError(f"{root}: label-{i:09d} is not UTF-8. Rebuild the LMDB with UTF-8 labels.") from None
-                samples.append(RecSample(image=root / f"image-{i:09d}", text=text, lmdb=root))
-    finally:
-        env.close()
-    return samples[:limit]
-
-
-_LMDB_ENVS: dict[Path, Any] = {}
+    with env.begin(write=False) as txn:
+        raw = txn.get(b"num-samples")
+        if raw is None or not raw.strip().isdigit():
+            raise DataError(
+                f"{root}: LMDB has no integer 'num-samples' key. Write num-samples, image-%09d and label-%09d "
+                "(1-based), as CRNN's create_dataset does."
+            )
+        n = int(raw)
+        samples = []
+        for i in range(1, (n if limit is None else min(n, limit)) + 1):
+            label = txn.get(f"label-{i:09d}".encode())
+            if label is None:
+                raise DataError(f"{root}: label-{i:09d} missing (num-samples = {n}). Rebuild the LMDB.")
+            try:
+                text = label.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{root}: label-{i:09d} is not UTF-8. Rebuild the LMDB with UTF-8 labels.") from None
+            samples.append(RecSample(image=root / f"image-{i:09d}", text=text, lmdb=root))
+    return samples
 
 
 def read_sample_image(sample: DetSample | RecSample) -> np.ndarray | None:
@@ -366,9 +370,7 @@ def read_sample_image(sample: DetSample | RecSample) -> np.ndarray | None:
     lmdb_root = getattr(sample, "lmdb", None)
     if lmdb_root is None:
         return read_image(sample.image)
-    env = _LMDB_ENVS.get(lmdb_root)
-    if env is None:
-        env = _LMDB_ENVS[lmdb_root] = _open_lmdb(lmdb_root)
+    env = _open_lmdb(lmdb_root)
     with env.begin(write=False) as txn:
         data = txn.get(sample.image.name.encode())
     if not data:
@@ -423,7 +425,10 @@ def dictionary_coverage(samples: list[DetSample] | list[RecSample], charset: Ite
     allowed = set(charset) | {" "}
     counts: Counter[str] = Counter()
     for s in samples:
-        texts = [s.text] if isinstance(s, RecSample) else [t for t, ign in zip(s.texts, s.ignore) if not ign]
+        if isinstance(s, RecSample):
+            texts = [s.text]
+        else:
+            texts = [t for t, ign in zip(s.texts, s.ignore, strict=True) if not ign]
         for t in texts:
             counts.update(c for c in t if c not in allowed)
     return dict(counts.most_common())

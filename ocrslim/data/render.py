@@ -82,7 +82,7 @@ def text_mask(text: str, font_path: str, size: int, spacing: int = 0) -> tuple[n
         img = Image.new("L", (w, h), 0)
         draw = ImageDraw.Draw(img)
         x = float(margin)
-        for c, adv in zip(text, advances):
+        for c, adv in zip(text, advances, strict=True):
             draw.text((x, margin), c, font=font, fill=255)
             x += adv
     mask = np.asarray(img, dtype=np.float32) / 255.0

@@ -27,12 +27,28 @@ from tqdm import tqdm
 
 from ocrslim.config import DataConfig
 from ocrslim.data.fonts import Font, discover_fonts
-from ocrslim.data.render import augment_photometric, background, composite, encode_jpeg, perspective, text_colour, text_mask
+from ocrslim.data.render import (
+    augment_photometric,
+    background,
+    composite,
+    encode_jpeg,
+    perspective,
+    text_colour,
+    text_mask,
+)
 from ocrslim.data.text import Corpus, build_corpus, load_charset
 from ocrslim.errors import DataError
 from ocrslim.fsutil import atomic_path, write_json
 
-__all__ = ["SPLITS", "SynthContext", "check_extra_train", "generate_synthetic", "make_context", "render_det_page", "render_rec_line"]
+__all__ = [
+    "SPLITS",
+    "SynthContext",
+    "check_extra_train",
+    "generate_synthetic",
+    "make_context",
+    "render_det_page",
+    "render_rec_line",
+]
 
 SPLITS = ("train", "val", "test")
 _TASK_ID = {"det": 0, "rec": 1}
@@ -133,7 +149,9 @@ def render_rec_line(ctx: SynthContext, rng: np.random.Generator) -> tuple[np.nda
     return img, text, font.name
 
 
-def render_det_page(ctx: SynthContext, rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray], list[str], list[str]]:
+def render_det_page(
+    ctx: SynthContext, rng: np.random.Generator
+) -> tuple[np.ndarray, list[np.ndarray], list[str], list[str]]:
     """One detection page: (BGR image, quads (4, 2) as tl tr br bl, texts, font names).
 
     Lines are placed at random positions and angles without overlapping; each quad is the rotated
@@ -194,6 +212,10 @@ def _init_worker(ctx: SynthContext, root: Path) -> None:
     cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would oversubscribe
 
 
+def _init_worker_threads() -> None:
+    cv2.setNumThreads(1)
+
+
 def _make_sample(job: tuple[str, str, int]) -> tuple[int, list[str], list[str]]:
     """Render sample ``job = (task, split, index)``, write its image (and det gt); return (index, texts, fonts)."""
     task, split, index = job
@@ -207,7 +229,10 @@ def _make_sample(job: tuple[str, str, int]) -> tuple[int, list[str], list[str]]:
         texts, fonts = [text], [font]
     else:
         img, quads, texts, fonts = render_det_page(_CTX, rng)
-        lines = [",".join(str(int(round(float(v)))) for v in q.reshape(-1)) + "," + t for q, t in zip(quads, texts)]
+        lines = [
+            ",".join(str(int(round(float(v)))) for v in q.reshape(-1)) + "," + t
+            for q, t in zip(quads, texts, strict=True)
+        ]
         (split_dir / "gt" / f"gt_{name}.txt").write_text("".join(f"{ln}\n" for ln in lines), encoding="utf-8")
     quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
     (split_dir / "images" / f"{name}.jpg").write_bytes(encode_jpeg(img, quality))
@@ -225,7 +250,9 @@ def _run_jobs(ctx: SynthContext, root: Path, jobs: list[tuple[str, str, int]], d
                 yield _make_sample(job)
                 bar.update()
             return
-        with multiprocessing.get_context("fork").Pool(workers, _init_worker, (ctx, root)) as pool:
+        # Set in the parent, inherited by the forked workers: pickling the 450k-word corpus costs seconds.
+        _init_worker(ctx, root)
+        with multiprocessing.get_context("fork").Pool(workers, _init_worker_threads) as pool:
             for res in pool.imap(_make_sample, jobs, chunksize=8):
                 yield res
                 bar.update()
@@ -237,7 +264,8 @@ def coverage_stats(texts: Sequence[str], charset: Sequence[str]) -> dict[str, An
     """How much of the dictionary a set of labels uses: distinct characters seen, and their share."""
     seen = set().union(*(set(t) for t in texts)) - {" "} if texts else set()
     n = len(set(charset))
-    return {"chars_seen": len(seen & set(charset)), "dictionary_size": n, "ratio": round(len(seen & set(charset)) / n, 4)}
+    hit = len(seen & set(charset))
+    return {"chars_seen": hit, "dictionary_size": n, "ratio": round(hit / n, 4)}
 
 
 def check_extra_train(paths: Sequence[str], charset: Sequence[str]) -> list[dict[str, Any]]:
@@ -259,7 +287,7 @@ def check_extra_train(paths: Sequence[str], charset: Sequence[str]) -> list[dict
         entry: dict[str, Any] = {"path": str(path)}
         root = path
         is_det = path.is_dir() and ((path / "det").is_dir() or (path / "gt").is_dir())
-        is_rec = path.is_file() or (path / "rec").is_dir() or (path / "labels.tsv").is_file() or (path / "data.mdb").is_file()
+        is_rec = path.is_file() or any((path / n).exists() for n in ("rec", "labels.tsv", "data.mdb"))
         if path.is_file():  # a PaddleOCR label file: det if its payload is JSON
             first = next((ln for ln in path.read_text(encoding="utf-8-sig").split("\n") if ln.strip()), "")
             is_det = first.partition("\t")[2].lstrip().startswith("[")
@@ -280,7 +308,9 @@ def check_extra_train(paths: Sequence[str], charset: Sequence[str]) -> list[dict
     return report
 
 
-def generate_synthetic(cfg: DataConfig, out: str | Path | None = None, ctx: SynthContext | None = None) -> dict[str, Any]:
+def generate_synthetic(
+    cfg: DataConfig, out: str | Path | None = None, ctx: SynthContext | None = None
+) -> dict[str, Any]:
     """Render every split of both tasks into ``out`` (default ``cfg.out``), atomically; return the manifest.
 
     Args:

@@ -240,7 +240,7 @@ def build_corpus(
     zh_freq: list[float] = []
     if cjk_ratio > 0:
         words, freqs = read_jieba_dict()
-        for w, f in zip(words, freqs):
+        for w, f in zip(words, freqs, strict=True):
             if any(is_cjk(c) for c in w) and all(c in allowed_f for c in w):
                 zh_words.append(w)
                 zh_freq.append(f)
