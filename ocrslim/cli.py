@@ -160,6 +160,19 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_samples(args: argparse.Namespace) -> int:
+    from ocrslim.report import sample_sheet
+
+    from ocrslim.config import DataConfig
+    from ocrslim.data.fonts import DEFAULT_FONT, discover_fonts
+
+    fonts = [f for f in discover_fonts(DataConfig().fonts, DataConfig().font_exclude) if f.cjk]
+    font = fonts[0].path if fonts and fonts[0].path != DEFAULT_FONT else None
+    out = sample_sheet(args.det_data, args.rec_data, args.out, pages=args.pages, lines=args.lines, font_path=font)
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocrslim", description="Mobile OCR compression pipeline tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("table", help="Markdown table of evaluation metrics files (one variant per file)")
     p.add_argument("files", nargs="+", help="metrics JSON files (metrics/*.json, ocrslim eval --json)")
     p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("samples", help="PNG contact sheet of a det set (GT drawn) and a rec set (labels)")
+    p.add_argument("--det-data", required=True)
+    p.add_argument("--rec-data", required=True)
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--pages", type=int, default=3)
+    p.add_argument("--lines", type=int, default=12)
+    p.set_defaults(func=cmd_samples)
 
     p = sub.add_parser("zoo", help="list the registered pretrained models")
     p.set_defaults(func=cmd_zoo)

@@ -135,3 +135,14 @@ def test_malformed_gt_line_names_file_and_line(tmp_path):
 def test_python_dash_m_matches_entry_point():
     res = cli("zoo")
     assert res.returncode == 0 and "ppocrv6_small_rec" in res.stdout
+
+
+def test_samples_sheet_draws_pages_and_crops(tiny_sets, tmp_path):
+    det, rec = tiny_sets
+    out = tmp_path / "sheet.png"
+    assert main(["samples", "--det-data", str(det), "--rec-data", str(rec), "--out", str(out)]) == 0
+    sheet = cv2.imread(str(out))
+    assert sheet.shape[0] == 420 + 3 * 48  # one page row, three labelled crops
+    red = (sheet[:420, :, 2] > 200) & (sheet[:420, :, 1] < 60) & (sheet[:420, :, 0] < 60)
+    assert red.sum() > 100  # the GT quads are drawn in red
+    assert sheet[:420].min() < 100  # the page has dark text
