@@ -154,7 +154,12 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from ocrslim.report import eval_table, max_spread
 
-    print(eval_table(args.files))
+    names = args.names.split(",") if args.names else None
+    if names and len(names) != len(args.files):
+        from ocrslim.errors import ConfigError
+
+        raise ConfigError(f"--names: {len(names)} names for {len(args.files)} files. Give one name per file.")
+    print(eval_table(args.files, names))
     if len(args.files) > 1:
         print(f"\nlargest difference between variants: {max_spread(args.files):.2f} points")
     return 0
@@ -196,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("table", help="Markdown table of evaluation metrics files (one variant per file)")
     p.add_argument("files", nargs="+", help="metrics JSON files (metrics/*.json, ocrslim eval --json)")
+    p.add_argument("--names", help="comma-separated row names, one per file (default: file stems)")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("samples", help="PNG contact sheet of a det set (GT drawn) and a rec set (labels)")

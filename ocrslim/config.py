@@ -315,3 +315,38 @@ class CalibrateConfig:
                f"is {self.feature_quantize_method!r}, must be KL, ADMM or EMA")
         _check(self.weight_quantize_method in ("MAX_ABS", "ADMM"), "calibrate.weight_quantize_method",
                f"is {self.weight_quantize_method!r}, must be MAX_ABS or ADMM")
+
+
+# --------------------------------------------------------------------------------------------
+# Compression (issue 4)
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class PruneConfig:
+    """L1-norm structured channel pruning (``prune`` stage, torch-pruning DepGraph).
+
+    Ignored layers are module-path globs (``head.*``) and stay untouched: neither their output nor
+    their input channels are removed, so the head keeps its shapes and a pruned backbone never needs
+    a hand-edited head.
+    """
+
+    ratio: float = 0.4  # fraction of channels removed per group (uniform) or overall (global)
+    mode: str = "uniform"  # "uniform": the same ratio in every group; "global": rank all groups together
+    ignore_det: tuple[str, ...] = ("head.*",)
+    # rec: the SVTR transformer (attention heads must keep dividing the width, LayerNorm-tied residual
+    # stream) and the CTC head.
+    ignore_rec: tuple[str, ...] = ("neck.svtr_block.*", "neck.norm", "head.*")
+    round_to: int = 8  # keep widths SIMD-friendly (1 = no rounding)
+    det_size: tuple[int, int] = (640, 640)  # (H, W) of the det input traced and used to count MACs
+    rec_width: int = 320  # width of the 48×W rec input traced and used to count MACs
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.ratio <= 0.9, "prune.ratio", f"is {self.ratio}, must be in [0, 0.9]")
+        _check(self.mode in ("uniform", "global"), "prune.mode", f"is {self.mode!r}, must be 'uniform' or 'global'")
+        _check(1 <= self.round_to <= 64, "prune.round_to", f"is {self.round_to}, must be in 1..64")
+        h, w = self.det_size
+        _check(h % 32 == 0 and w % 32 == 0 and h > 0 and w > 0, "prune.det_size", "must be multiples of 32")
+        _check(self.rec_width % 8 == 0 and self.rec_width > 0, "prune.rec_width", "must be a multiple of 8")
+
+    def ignore(self, task: str) -> tuple[str, ...]:
+        """The ignore patterns of ``task`` ("det" or "rec")."""
+        return self.ignore_det if task == "det" else self.ignore_rec

@@ -7,10 +7,13 @@ import yaml
 
 from ocrslim.compose import compose
 from ocrslim.config import (
+    CalibrateConfig,
+    DataConfig,
     ConvertConfig,
     DetConfig,
     EvalConfig,
     ExportConfig,
+    PruneConfig,
     RecConfig,
     TeacherConfig,
     load_section,
@@ -26,6 +29,9 @@ SECTIONS = {
     "export": ExportConfig,
     "convert": ConvertConfig,
     "eval": EvalConfig,
+    "prune": PruneConfig,
+    "data": DataConfig,
+    "calibrate": CalibrateConfig,
 }
 
 

@@ -1,0 +1,316 @@
+"""Structured (channel) pruning with torch-pruning: L1-norm group importance on the DepGraph.
+
+Channels are removed for real, so params, MACs and the ONNX/MNN file all shrink (unlike
+``torch.nn.utils.prune``, which only zeroes weights; PROBE.md "Structured pruning"). Layers are
+named by module-path globs (``head.*``), never by generated names. Ignored layers stay untouched:
+any dependency group that would cut one of their input or output channels is skipped, so the head
+keeps its parameter shapes (torch-pruning's own ``ignored_layers`` only protects output channels).
+
+Prune first, then add the DB threshold branch (``DBHead.enable_threshold``) and distill: the
+pruned model has no recovered accuracy yet.
+
+>>> model = load_ppocrv4("det", teacher_onnx_path("det"))  # doctest: +SKIP
+>>> report = prune_model(model, "det", PruneConfig(ratio=0.4), example_input("det", PruneConfig()))  # doctest: +SKIP
+>>> report["params_after"] < report["params_before"]  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ocrslim.config import PruneConfig
+from ocrslim.errors import ArtifactError, ConfigError
+
+__all__ = ["count_params_macs", "example_input", "onnx_bytes", "prune_metrics", "prune_model", "resolve_ignored"]
+
+_TASKS = ("det", "rec")
+
+# Cap per group in global mode: ranking all groups together may otherwise empty a whole layer.
+_MAX_GROUP_RATIO = 0.9
+
+
+def _check_task(task: str) -> None:
+    if task not in _TASKS:
+        raise ConfigError(f"prune: task {task!r} is unknown (known: {', '.join(_TASKS)}). Pass 'det' or 'rec'.")
+
+
+def example_input(task: str, cfg: PruneConfig) -> torch.Tensor:
+    """The input traced by the pruner and used to count MACs.
+
+    Returns:
+        det: 1×3×H×W with ``(H, W) = cfg.det_size``; rec: 1×3×48×``cfg.rec_width``. Values are random
+        in [-1, 1] (mean 0.5 / std 0.5 normalisation range), seeded, so reports are reproducible.
+    """
+    _check_task(task)
+    gen = torch.Generator().manual_seed(0)
+    shape = (1, 3, *cfg.det_size) if task == "det" else (1, 3, 48, cfg.rec_width)
+    return torch.rand(shape, generator=gen) * 2 - 1
+
+
+def resolve_ignored(model: nn.Module, patterns: Sequence[str], key: str = "prune.ignore") -> list[nn.Module]:
+    """Modules whose path matches any glob in ``patterns`` (``fnmatch``, case-sensitive).
+
+    Args:
+        model: the model to prune.
+        patterns: e.g. ``("head.*",)``; ``"neck.norm"`` matches that one module.
+        key: the params key the patterns came from, named in the error message.
+
+    Returns:
+        The matched modules, outermost first (a match inside another match is left out: ignoring a
+        module ignores everything in it).
+
+    Raises:
+        ConfigError: a pattern matches no module (one line, with a few real module paths).
+    """
+    named = [(name, mod) for name, mod in model.named_modules() if name]
+    matched: list[tuple[str, nn.Module]] = []
+    for pattern in patterns:
+        hits = [(n, m) for n, m in named if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            examples = [
+                n
+                for top, _ in model.named_children()
+                for n in [top, *[f"{top}.{c}" for c, _ in getattr(model, top).named_children()][:2]]
+            ]
+            raise ConfigError(
+                f"params.yaml: {key} pattern {pattern!r} matches no module. Use module-path globs such as "
+                f"{', '.join(examples)} (see model.named_modules()), then re-run."
+            )
+        matched.extend(hits)
+    names = sorted({n for n, _ in matched})
+    outer = [n for n in names if not any(n.startswith(o + ".") for o in names if o != n)]
+    lookup = dict(named)
+    return [lookup[n] for n in outer]
+
+
+def count_params_macs(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """Parameter count and multiply-accumulates of one forward pass on ``example``.
+
+    Args:
+        model: any module (run in eval mode for the count; its mode is restored).
+        example: N×3×H×W input.
+
+    Returns:
+        ``(params, macs)``.
+    """
+    import torch_pruning as tp
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            macs, params = tp.utils.count_ops_and_params(model, example)
+    finally:
+        model.train(was_training)
+    return int(params), int(macs)
+
+
+def onnx_bytes(model: nn.Module, task: str, *, opset: int = 17, simplify: bool = False) -> int:
+    """Size in bytes of ``model`` exported to ONNX (temporary file), as the export stage exports it.
+
+    Uses :func:`ocrslim.export.onnx.export_onnx` with the export stage's dynamic axes
+    (``ocrslim.export.steps.dynamic_axes``). ``simplify=False`` by default: onnxsim changes the
+    graph a little, the weights (which dominate the size) not at all.
+    """
+    from ocrslim.export.onnx import export_onnx
+    from ocrslim.export.steps import INPUT, OUTPUT, dynamic_axes
+
+    _check_task(task)
+    sample = torch.zeros(1, 3, 64, 64) if task == "det" else torch.zeros(1, 3, 48, 64)
+    with tempfile.TemporaryDirectory(prefix="ocrslim-prune-") as tmp:
+        dest = Path(tmp) / f"{task}.onnx"
+        export_onnx(model, dest, sample, dynamic_axes(task), input_name=INPUT, output_name=OUTPUT, opset=opset,
+                    simplify=simplify)
+        return dest.stat().st_size
+
+
+def _frozen_modules(ignored: Sequence[nn.Module]) -> set[int]:
+    return {id(m) for layer in ignored for m in layer.modules()}
+
+
+def _touches(group: Any, frozen: set[int]) -> bool:
+    """Whether a torch-pruning group would cut channels of a frozen module (input or output side)."""
+    return any(id(dep.target.module) in frozen for dep, _ in group.items)
+
+
+class _GroupsAvoiding:
+    """Wraps ``DependencyGraph.get_all_groups``: drops the groups that touch a frozen module."""
+
+    def __init__(self, get_all_groups: Any, frozen: set[int]) -> None:
+        self.get_all_groups = get_all_groups
+        self.frozen = frozen
+        self.skipped = 0  # in the latest call
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        self.skipped = 0
+        for group in self.get_all_groups(*args, **kwargs):
+            if _touches(group, self.frozen):
+                self.skipped += 1
+            else:
+                yield group
+
+
+def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        y = model(x)
+    if not isinstance(y, torch.Tensor):
+        raise ArtifactError(
+            f"prune: the model returned {type(y).__name__}, not a tensor, in eval mode. Prune an exportable model."
+        )
+    return y
+
+
+def _out_channels(model: nn.Module) -> dict[str, int]:
+    return {
+        name: int(m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    }
+
+
+def prune_model(
+    model: nn.Module, task: str, cfg: PruneConfig, example: torch.Tensor, *, measure_onnx: bool = True
+) -> dict[str, Any]:
+    """Prune ``model`` in place: L1-norm (``MagnitudeImportance(p=1)``) channel groups on the DepGraph.
+
+    Args:
+        model: native :class:`~ocrslim.models.det.DBNet` (without threshold branch) or
+            :class:`~ocrslim.models.rec.CTCRecognizer`; left in eval mode.
+        task: "det" or "rec" (picks ``cfg.ignore_det`` / ``cfg.ignore_rec`` and the ONNX axes).
+        cfg: ratio, mode, ignore patterns, round_to.
+        example: input traced by torch-pruning and used for MACs, e.g. det 1×3×64×64, rec 1×3×48×64
+            (see :func:`example_input`).
+        measure_onnx: export to ONNX before and after to report (and check) the file size.
+
+    Returns:
+        A JSON-able report: ``params_before/after``, ``macs_before/after``, ``onnx_bytes_before/after``
+        (when measured), ``output_shape``, ``pruned_layers`` (``{path: [old, new]}`` out channels),
+        ``groups_skipped`` (groups touching ignored layers), ``ignored``, ``config``, ``seconds``.
+
+    Raises:
+        ConfigError: bad task or an ignore pattern that matches nothing.
+        ArtifactError: a DB threshold branch exists (prune first, then ``enable_threshold``), the
+            output shape changed, the output is not finite, or the ONNX file did not shrink.
+    """
+    import torch_pruning as tp
+
+    _check_task(task)
+    head = getattr(model, "head", None)
+    if task == "det" and getattr(head, "thresh", None) is not None:
+        raise ArtifactError(
+            "prune: the det model already has a DB threshold branch, which pruning (traced in eval mode) would "
+            "leave at the old width. Prune the teacher without it, then call model.head.enable_threshold()."
+        )
+    start = time.perf_counter()
+    model.eval()
+    key = f"prune.ignore_{task}"
+    ignored = resolve_ignored(model, cfg.ignore(task), key)
+    names = {id(m): n for n, m in model.named_modules()}
+    head_shapes = {n: tuple(p.shape) for n, p in head.named_parameters()} if head is not None else {}
+
+    params_before, macs_before = count_params_macs(model, example)
+    out_before = _out_channels(model)
+    shape_before = tuple(_forward(model, example).shape)
+    bytes_before = onnx_bytes(model, task) if measure_onnx else None
+
+    skipped = 0
+    if cfg.ratio > 0:
+        frozen = _frozen_modules(ignored)
+        with warnings.catch_warnings():
+            # PP-LCNetV3's LearnableAffineBlock holds 1-element scale/bias: nothing to prune there.
+            warnings.filterwarnings("ignore", message="Unwrapped parameters")
+            pruner = tp.pruner.MetaPruner(
+                model,
+                example,
+                importance=tp.importance.MagnitudeImportance(p=1),
+                global_pruning=cfg.mode == "global",
+                pruning_ratio=cfg.ratio,
+                max_pruning_ratio=_MAX_GROUP_RATIO,
+                ignored_layers=list(ignored),
+                round_to=cfg.round_to if cfg.round_to > 1 else None,
+            )
+            # Filter at the source, so ranking only sees groups that may be pruned, and recount the
+            # channels global pruning takes its ratio of (MetaPruner counted every group at init).
+            groups = _GroupsAvoiding(pruner.DG.get_all_groups, frozen)
+            pruner.DG.get_all_groups = groups  # type: ignore[method-assign]
+            pruner.initial_total_channels = sum(
+                pruner.DG.get_out_channels(g[0][0].target.module) // pruner._get_channel_groups(g)
+                for g in groups(ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types)
+            )
+            for group in pruner.step(interactive=True):
+                if _touches(group, frozen):  # a bug, not a user error: step() rebuilds groups from their roots
+                    raise RuntimeError(f"prune {task}: torch-pruning returned a group touching an ignored layer")
+                group.prune()
+            skipped = groups.skipped
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+    params_after, macs_after = count_params_macs(model, example)
+    y = _forward(model, example)
+    if tuple(y.shape) != shape_before:
+        raise ArtifactError(
+            f"prune {task}: output shape changed {list(shape_before)} -> {list(y.shape)}. "
+            f"Add the layers feeding the output to prune.ignore_{task}."
+        )
+    if not torch.isfinite(y).all():
+        raise ArtifactError(f"prune {task}: the pruned model outputs NaN/inf. Lower prune.ratio and re-run.")
+    if head is not None:
+        changed = [n for n, p in head.named_parameters() if tuple(p.shape) != head_shapes.get(n)]
+        if changed:
+            raise ArtifactError(
+                f"prune {task}: head parameter head.{changed[0]} changed shape. Keep 'head.*' in {key}."
+            )
+    out_after = _out_channels(model)
+    pruned = {n: [out_before[n], c] for n, c in out_after.items() if n in out_before and out_before[n] != c}
+
+    report: dict[str, Any] = {
+        "task": task,
+        "params_before": params_before,
+        "params_after": params_after,
+        "macs_before": macs_before,
+        "macs_after": macs_after,
+        "example_shape": list(example.shape),
+        "output_shape": list(shape_before),
+        "pruned_layers": pruned,
+        "groups_skipped": skipped,
+        "ignored": [names[id(m)] for m in ignored],
+        "config": {"ratio": cfg.ratio, "mode": cfg.mode, "ignore": list(cfg.ignore(task)), "round_to": cfg.round_to},
+    }
+    if measure_onnx:
+        bytes_after = onnx_bytes(model, task) if cfg.ratio > 0 else bytes_before
+        report["onnx_bytes_before"] = bytes_before
+        report["onnx_bytes_after"] = bytes_after
+        if cfg.ratio > 0 and bytes_after is not None and bytes_before is not None and bytes_after >= bytes_before:
+            raise ArtifactError(
+                f"prune {task}: the ONNX file did not shrink ({bytes_before} -> {bytes_after} bytes) at ratio "
+                f"{cfg.ratio}. Check {key}: it may protect every prunable group."
+            )
+    report["seconds"] = round(time.perf_counter() - start, 2)
+    return report
+
+
+def prune_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of a :func:`prune_model` report, for a DVC metrics file (no per-layer detail).
+
+    Adds ``params_ratio``, ``macs_ratio`` and ``onnx_ratio`` (after / before).
+    """
+    # No wall time: metrics files stay identical across re-runs of the same inputs.
+    keys = ("params_before", "params_after", "macs_before", "macs_after", "onnx_bytes_before", "onnx_bytes_after",
+            "groups_skipped")
+    out: dict[str, Any] = {k: report[k] for k in keys if k in report}
+    out["ratio"] = report["config"]["ratio"]
+    out["pruned_layers"] = len(report["pruned_layers"])
+    for name in ("params", "macs", "onnx_bytes"):
+        if report.get(f"{name}_before"):
+            out[f"{name.split('_')[0]}_ratio"] = round(report[f"{name}_after"] / report[f"{name}_before"], 4)
+    return out

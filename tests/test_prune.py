@@ -1,0 +1,159 @@
+"""Structured pruning of the native PP-OCRv4 models: smaller in params, MACs and ONNX bytes, same I/O."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from ocrslim.config import PruneConfig, load_section
+from ocrslim.errors import ConfigError
+from ocrslim.export.onnx import export_onnx
+from ocrslim.export.steps import dynamic_axes
+from ocrslim.models import load_model, load_ppocrv4, save_model, teacher_onnx_path
+from ocrslim.prune import count_params_macs, prune_metrics, prune_model, resolve_ignored
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: one intra-op thread is fastest, and on a busy 2-core machine OpenMP's
+    barriers across two threads made each op ~100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+INPUTS = {"det": (1, 3, 64, 64), "rec": (1, 3, 48, 64)}
+CFG = PruneConfig(ratio=0.3)
+
+
+def _example(task: str) -> torch.Tensor:
+    return torch.rand(INPUTS[task], generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+@pytest.fixture(scope="module")
+def teachers() -> dict[str, nn.Module]:
+    return {task: load_ppocrv4(task, teacher_onnx_path(task)) for task in ("det", "rec")}
+
+
+@pytest.fixture(scope="module")
+def pruned(teachers: dict[str, nn.Module]) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
+    out = {}
+    for task, teacher in teachers.items():
+        model = copy.deepcopy(teacher)
+        out[task] = (model, prune_model(model, task, CFG, _example(task)))
+    return out
+
+
+def _shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {n: tuple(p.shape) for n, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("task", ["det", "rec"])
+def test_prune_shrinks_and_keeps_io(task: str, teachers: dict[str, nn.Module],
+                                    pruned: dict[str, tuple[nn.Module, dict[str, Any]]]) -> None:
+    teacher, (model, report) = teachers[task], pruned[task]
+    x = _example(task)
+    assert report["params_after"] < report["params_before"]
+    assert report["macs_after"] < report["macs_before"]
+    assert report["onnx_bytes_after"] < report["onnx_bytes_before"]
+    assert (report["params_before"], report["macs_before"]) == count_params_macs(teacher, x)
+    assert (report["params_after"], report["macs_after"]) == count_params_macs(model, x)
+    assert _shapes(model.head) == _shapes(teacher.head)  # head untouched, input channels included
+    with torch.no_grad():
+        y, y0 = model(x), teacher(x)
+    assert y.shape == y0.shape and torch.isfinite(y).all()
+    if task == "rec":
+        assert y.shape == (1, 8, 6625)
+        assert torch.allclose(y.sum(-1), torch.ones(1, 8), atol=1e-4)
+    # Widths the pruner changed are multiples of round_to; LearnableAffineBlock scalars stay scalars.
+    assert report["pruned_layers"]
+    for name, (old, new) in report["pruned_layers"].items():
+        assert new < old and new % CFG.round_to == 0, name
+    assert all(p.numel() == 1 for n, p in model.named_parameters() if ".lab." in n)
+    metrics = prune_metrics(report)
+    assert 0 < metrics["params_ratio"] < 1 and metrics["ratio"] == 0.3
+
+
+def test_rec_keeps_transformer(teachers: dict[str, nn.Module],
+                               pruned: dict[str, tuple[nn.Module, dict[str, Any]]]) -> None:
+    teacher, (model, _) = teachers["rec"], pruned["rec"]
+    assert _shapes(model.neck.svtr_block) == _shapes(teacher.neck.svtr_block)
+
+
+def test_global_mode(teachers: dict[str, nn.Module]) -> None:
+    model = copy.deepcopy(teachers["rec"])
+    report = prune_model(model, "rec", PruneConfig(ratio=0.3, mode="global"), _example("rec"), measure_onnx=False)
+    assert report["params_after"] < report["params_before"] and report["macs_after"] < report["macs_before"]
+    assert _shapes(model.head) == _shapes(teachers["rec"].head)
+    assert model(_example("rec")).shape == (1, 8, 6625)
+
+
+def test_ratio_zero_is_a_no_op(teachers: dict[str, nn.Module]) -> None:
+    model = copy.deepcopy(teachers["rec"])
+    report = prune_model(model, "rec", PruneConfig(ratio=0.0), _example("rec"), measure_onnx=False)
+    assert report["params_after"] == report["params_before"] and report["macs_after"] == report["macs_before"]
+    assert not report["pruned_layers"]
+    assert _shapes(model) == _shapes(teachers["rec"])
+
+
+def test_bad_ignore_pattern(teachers: dict[str, nn.Module]) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve_ignored(teachers["det"], ["head.*", "neck.fpn.*"], "prune.ignore_det")
+    msg = str(err.value)
+    assert "\n" not in msg and "'neck.fpn.*'" in msg and "prune.ignore_det" in msg and "neck" in msg
+    assert [type(m).__name__ for m in resolve_ignored(teachers["det"], ["head.*"])] == ["DBBranch"]
+
+
+def test_pruned_model_saves_loads_and_exports(pruned: dict[str, tuple[nn.Module, dict[str, Any]]],
+                                              tmp_path: Path) -> None:
+    model, report = pruned["det"]
+    save_model(model, tmp_path / "det.pt", {"task": "det", "prune": report})
+    loaded, meta = load_model(tmp_path / "det.pt")
+    assert meta["prune"]["params_after"] == report["params_after"]
+    assert _shapes(loaded) == _shapes(model)
+    onnx_path = tmp_path / "det.onnx"
+    export_onnx(loaded, onnx_path, _example("det"), dynamic_axes("det"), simplify=False)
+    x = _example("det")[:, :, :, :].repeat(1, 1, 1, 2).numpy()  # another size: 64×128 (dynamic axes)
+    ours = loaded(torch.from_numpy(x)).detach().numpy()
+    ref = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert ref.shape == (1, 1, 64, 128)
+    assert np.abs(ours - ref).max() < 1e-4
+
+
+def test_conf_group_mirrors_dataclass() -> None:
+    conf = yaml.safe_load((REPO / "conf" / "prune" / "l1.yaml").read_text())
+    assert load_section({"prune": conf}, "prune", PruneConfig) == PruneConfig()
+    with pytest.raises(ConfigError, match=r"prune\.ratio"):
+        load_section({"prune": {"ratio": 0.95}}, "prune", PruneConfig)
+    with pytest.raises(ConfigError, match=r"prune\.mode"):
+        load_section({"prune": {"mode": "layerwise"}}, "prune", PruneConfig)
+
+
+def test_stage_writes_model_and_metrics(teachers: dict[str, nn.Module], tmp_path: Path) -> None:
+    from stages.prune import main
+
+    src = tmp_path / "teacher" / "rec.pt"
+    save_model(teachers["rec"], src, {"task": "rec", "characters": ["a"]})
+    params = tmp_path / "params.yaml"
+    params.write_text("prune:\n  ratio: 0.3\n  rec_width: 64\n")
+    out, metrics = tmp_path / "prune" / "rec.pt", tmp_path / "metrics" / "prune_rec.json"
+    assert main(["--params", str(params), "--task", "rec", "--model", str(src), "--out", str(out),
+                 "--metrics", str(metrics)]) == 0
+    model, meta = load_model(out)
+    report = json.loads(metrics.read_text())
+    assert meta["characters"] == ["a"] and meta["prune"]["params_after"] == report["params_after"]
+    assert report["params_after"] == sum(p.numel() for p in model.parameters()) < report["params_before"]
+    assert report["onnx_bytes_after"] < report["onnx_bytes_before"]
