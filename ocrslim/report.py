@@ -39,7 +39,7 @@ def eval_table(files: Sequence[str | Path], names: Sequence[str] | None = None, 
     head = "| variant | set | " + " | ".join(c[2] for c in cols) + " |"
     sep = "|---|---|" + "---:|" * len(cols)
     lines = [head, sep]
-    for name, set_name, res in sorted(rows, key=lambda r: (r[1], r[0])):
+    for name, set_name, res in sorted(rows, key=lambda r: r[1]):  # by set; variants in the order given
         cells = []
         for section, key, _ in cols:
             v = res.get(section, {}).get(key)
