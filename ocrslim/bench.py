@@ -1,0 +1,90 @@
+"""Measure, don't guess: model file size, inference latency (warm-up, median/p90) and peak memory.
+
+Latency is measured in-process (the caller compares variants measured in the same run, as
+ratios); peak RSS is measured in a fresh child process so one model's allocations do not hide
+another's. These are host-CPU figures: phone ARM cores with int8 dot-product instructions behave
+differently (see the README for benchmarking on a device with MNN's own tool).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def file_mb(path: str | Path) -> float:
+    """Size of a model file in MiB."""
+    return Path(path).stat().st_size / 2**20
+
+
+def latency_ms(fn: Callable[[], Any], runs: int = 20, warmup: int = 3) -> dict[str, float]:
+    """Median, p90, min and mean wall time of ``fn()`` in milliseconds after ``warmup`` calls.
+
+    >>> stats = latency_ms(lambda: sum(range(1000)), runs=5, warmup=1)
+    >>> sorted(stats)
+    ['mean', 'min', 'p50', 'p90', 'runs']
+    """
+    if runs < 1:
+        raise ValueError("runs must be >= 1")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    arr = np.asarray(times)
+    return {
+        "p50": float(np.median(arr)),
+        "p90": float(np.percentile(arr, 90)),
+        "min": float(arr.min()),
+        "mean": float(arr.mean()),
+        "runs": float(runs),
+    }
+
+
+# VmHWM (the high-water mark of this process's own memory) rather than ru_maxrss: on Linux
+# ru_maxrss survives fork+exec, so a child would report its parent's peak.
+_CHILD = r"""
+import json, resource, sys, numpy as np
+def hwm_mb():
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+spec, task, backend, threads, shape, runs = json.loads(sys.argv[1])
+from ocrslim.pipeline import open_model
+base = hwm_mb()
+model = open_model(spec, task, backend=backend, threads=threads)
+x = np.random.default_rng(0).uniform(-1, 1, size=shape).astype(np.float32)
+for _ in range(runs):
+    model.runner(x)
+print(json.dumps({"peak_rss_mb": hwm_mb(), "import_rss_mb": base}))
+"""
+
+
+def peak_rss_mb(spec: str, task: str, shape: Sequence[int], backend: str | None = None, threads: int = 1,
+                runs: int = 3) -> dict[str, float]:
+    """Peak resident memory (MiB) of a fresh process that loads ``spec`` and runs it ``runs`` times.
+
+    ``import_rss_mb`` is the peak before the model is opened (Python + numpy + ocrslim imports),
+    so ``peak_rss_mb - import_rss_mb`` approximates what the model and its inference add.
+    """
+    arg = json.dumps([spec, task, backend, threads, list(shape), runs])
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", _CHILD, arg], capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"peak-RSS child failed for {spec}: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
