@@ -350,3 +350,87 @@ class PruneConfig:
     def ignore(self, task: str) -> tuple[str, ...]:
         """The ignore patterns of ``task`` ("det" or "rec")."""
         return self.ignore_det if task == "det" else self.ignore_rec
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """Recovering a pruned student: KD from a frozen teacher plus ground truth (``distill`` stage).
+
+    The teacher runs forward only (ONNX Runtime for zoo names) on the same preprocessed batch as the
+    student. ``alpha = 0`` is plain ground-truth fine-tuning: no teacher is opened (users' own data).
+    Training is step-based; batch ``i`` depends only on ``(seed, i, rank)``, so a killed run that
+    resumes from ``<out>/ckpt/last.pt`` sees the same data as an uninterrupted one.
+    """
+
+    teacher_det: str | None = "ppocrv6_small_det"  # open_model spec; null only with alpha 0
+    teacher_rec: str | None = "ppocrv6_small_rec"
+    steps: int = 2000  # optimizer steps (not epochs)
+    batch_size_det: int = 4  # per process (DDP: per rank)
+    batch_size_rec: int = 32
+    lr: float = 1e-4  # peak AdamW learning rate, after warm-up
+    weight_decay: float = 1e-2  # AdamW, matrices/convs only (not norms, biases, scalars)
+    warmup_steps: int = 100  # linear from 0 to lr
+    schedule: str = "cosine"  # "cosine" to 0 at `steps`; "step": lr × step_gamma every step_size steps
+    step_size: int = 1000
+    step_gamma: float = 0.1
+    grad_clip: float = 5.0  # max gradient L2 norm; 0 disables
+    freeze_backbone_steps: int = 200  # staged fine-tuning: backbone (and its BatchNorm stats) frozen first
+    temperature: float = 6.0  # rec KD softening
+    alpha: float = 0.5  # KD weight: loss = alpha · KD + (1 − alpha) · ground truth; 0 = fine-tune only
+    det_kd: str = "bce"  # det KD on probability maps: "bce" (teacher map as soft labels) or "l2"
+    det_kd_weight: float = 5.0  # scales det KD to DB's own probability term (its alpha = 5)
+    det_size: int = 640  # square det training crop, px
+    rec_width: int = 320  # rec training width: crops resized to 48 high, squeezed/padded to this (PP-OCR)
+    eval_every: int = 500  # steps between validations (and at the end); 0 = only at the end
+    ckpt_every: int = 100  # steps between checkpoints (and at the end)
+    seed: int = 0
+    device: str = "auto"  # "cpu" | "cuda" | "auto" (cuda when available)
+    threads: int = 2  # torch intra-op threads (CPU) and the teacher runtime's
+    cache_teacher: bool = False  # rec: keep teacher log-probs per sample in RAM (float16 T×Cs: 0.5 MB at 320 wide)
+    train_data_det: tuple[str, ...] = ("data/synth/det/train",)
+    train_data_rec: tuple[str, ...] = ("data/synth/rec/train",)
+    val_data_det: tuple[str, ...] = ("data/synth/det/val",)
+    val_data_rec: tuple[str, ...] = ("data/synth/rec/val",)
+    max_val: int | None = 200  # first N samples of each val set; null = all
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, "distill.steps", f"is {self.steps}, must be >= 1")
+        _check(self.batch_size_det >= 1 and self.batch_size_rec >= 1, "distill.batch_size_det/rec", "must be >= 1")
+        _check(0.0 < self.lr <= 1.0, "distill.lr", f"is {self.lr}, must be in (0, 1]")
+        _check(0.0 <= self.weight_decay < 1.0, "distill.weight_decay", f"is {self.weight_decay}, must be in [0, 1)")
+        _check(self.warmup_steps >= 0, "distill.warmup_steps", "must be >= 0")
+        _check(self.schedule in ("cosine", "step"), "distill.schedule",
+               f"is {self.schedule!r}, must be 'cosine' or 'step'")
+        _check(self.step_size >= 1, "distill.step_size", "must be >= 1")
+        _check(0.0 < self.step_gamma <= 1.0, "distill.step_gamma", f"is {self.step_gamma}, must be in (0, 1]")
+        _check(self.grad_clip >= 0, "distill.grad_clip", "must be >= 0 (0 disables)")
+        _check(self.freeze_backbone_steps >= 0, "distill.freeze_backbone_steps", "must be >= 0")
+        _check(self.temperature > 0, "distill.temperature", f"is {self.temperature}, must be > 0")
+        _check(0.0 <= self.alpha <= 1.0, "distill.alpha", f"is {self.alpha}, must be in [0, 1]")
+        _check(self.det_kd in ("bce", "l2"), "distill.det_kd", f"is {self.det_kd!r}, must be 'bce' or 'l2'")
+        _check(self.det_kd_weight > 0, "distill.det_kd_weight", "must be > 0")
+        _check(self.det_size >= 32 and self.det_size % 32 == 0, "distill.det_size", "must be a multiple of 32, >= 32")
+        _check(self.rec_width >= 8 and self.rec_width % 8 == 0, "distill.rec_width", "must be a multiple of 8, >= 8")
+        _check(self.eval_every >= 0, "distill.eval_every", "must be >= 0 (0 = only at the end)")
+        _check(self.ckpt_every >= 1, "distill.ckpt_every", "must be >= 1")
+        _check(self.device in ("cpu", "cuda", "auto"), "distill.device",
+               f"is {self.device!r}, must be cpu, cuda or auto")
+        _check(self.threads >= 1, "distill.threads", "must be >= 1")
+        _check(self.max_val is None or self.max_val >= 1, "distill.max_val", "must be >= 1 or null")
+        for task in ("det", "rec"):
+            _check(self.alpha == 0 or bool(self.teacher(task)), f"distill.teacher_{task}",
+                   "is empty while alpha > 0; name a teacher, or set distill.alpha 0 to fine-tune on labels only")
+            _check(len(self.train_data(task)) >= 1, f"distill.train_data_{task}", "needs at least one set")
+
+    def teacher(self, task: str) -> str | None:
+        """The teacher spec of ``task`` ("det" or "rec"); ``None`` when fine-tuning (alpha 0)."""
+        return (self.teacher_det if task == "det" else self.teacher_rec) if self.alpha > 0 else None
+
+    def batch_size(self, task: str) -> int:
+        return self.batch_size_det if task == "det" else self.batch_size_rec
+
+    def train_data(self, task: str) -> tuple[str, ...]:
+        return self.train_data_det if task == "det" else self.train_data_rec
+
+    def val_data(self, task: str) -> tuple[str, ...]:
+        return self.val_data_det if task == "det" else self.val_data_rec

@@ -1,0 +1,67 @@
+"""Stage ``distill``: recover a pruned student by KD from a frozen teacher plus ground truth (or fine-tune).
+
+Reads:  params.yaml:distill (and the student's own det/rec preprocessing from its meta);
+        artifacts/prune/<task>.pt (or --model); the teacher ``distill.teacher_<task>`` (zoo name run by
+        ONNX Runtime, or a .pt/.onnx/.mnn file); ``distill.train_data_<task>`` / ``val_data_<task>``.
+Writes: artifacts/distill/<task>.pt (whole module; the student's metadata plus a ``distill`` report);
+        metrics/distill_<task>.json (validation metrics, final loss, data counts);
+        runs/distill/<task>/ (ckpt/last.pt and dvclive/; kept between runs so a killed run resumes).
+``distill.alpha: 0`` fine-tunes on the labels only and opens no teacher. Launch with
+``torchrun --nproc_per_node N stages/distill.py --task rec`` for DDP.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ocrslim.config import DistillConfig, load_section  # noqa: E402
+from ocrslim.distill import det_data, distill_det, distill_metrics, distill_rec, rec_data, student_configs  # noqa: E402
+from ocrslim.errors import ArtifactError  # noqa: E402
+from ocrslim.fsutil import write_json  # noqa: E402
+from ocrslim.models.io import load_model, save_model  # noqa: E402
+from ocrslim.pipeline import open_model  # noqa: E402
+from ocrslim.stage import run_main, stage_parser  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = stage_parser(__doc__)
+    p.add_argument("--task", choices=("det", "rec"), required=True)
+    p.add_argument("--model", default=None, help="default: artifacts/prune/<task>.pt")
+    p.add_argument("--out", default=None, help="default: artifacts/distill/<task>.pt")
+    p.add_argument("--metrics", default=None, help="default: metrics/distill_<task>.json")
+    p.add_argument("--run-dir", default=None, help="checkpoints and dvclive logs (default: runs/distill/<task>)")
+    args = p.parse_args(argv)
+    cfg = load_section(args.params, "distill", DistillConfig)
+    src = Path(args.model or f"artifacts/prune/{args.task}.pt")
+    student, meta = load_model(src)
+    if meta.get("task") not in (None, args.task):
+        raise ArtifactError(f"{src}: is a {meta['task']} model, not {args.task}. Check dvc.yaml's distill stage.")
+    det_cfg, rec_cfg = student_configs(meta)
+    spec = cfg.teacher(args.task)
+    teacher = open_model(spec, args.task, threads=cfg.threads) if spec else None
+    run_dir = Path(args.run_dir or f"runs/distill/{args.task}")
+    if args.task == "rec":
+        chars = meta.get("characters")
+        if not chars:
+            raise ArtifactError(f"{src}: no 'characters' in its meta. Re-run the teacher and prune stages.")
+        report = distill_rec(student, teacher, cfg, rec_data(cfg, chars, rec_cfg), run_dir, characters=chars,
+                             rec_cfg=rec_cfg)
+    else:
+        report = distill_det(student, teacher, cfg, det_data(cfg, det_cfg), run_dir, det_cfg=det_cfg)
+    if report["fit"]["rank"] != 0:
+        return 0  # DDP: rank 0 (the one that validated) writes the outputs
+    out = Path(args.out or f"artifacts/distill/{args.task}.pt")
+    save_model(student, out, {**meta, "distill": {**report, "source": str(src)}})
+    metrics = distill_metrics(report)
+    write_json(args.metrics or f"metrics/distill_{args.task}.json", metrics)
+    val = {k: v for k, v in metrics.items() if k.startswith("val_") and isinstance(v, float)}
+    print(f"distill {args.task} ({report['mode']}): {out} after {metrics['steps']} steps, "
+          + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,221 @@
+"""Distillation on tiny synthetic sets: rec KD through the class map, det DB + KD, fine-tuning, the stage."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from ocrslim.config import DetConfig, DistillConfig, RecConfig
+from ocrslim.data.train import RecTrainSet, batch_indices
+from ocrslim.distill import det_data, distill_det, distill_rec, finetune, rec_data
+from ocrslim.models import build_ctc_recognizer, build_dbnet, load_model, save_model
+from ocrslim.pipeline import Model
+from tests.conftest import render_line, render_page
+
+CHARS = list("HeloWrd")  # student dictionary: classes blank, H e l o W r d, space
+TEXTS = ["Hello", "World", "old", "Hello World"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _rec_set(root: Path, texts: list[str], extra: dict[str, bytes] | None = None) -> Path:
+    (root / "images").mkdir(parents=True)
+    lines = []
+    for i, t in enumerate(texts):
+        cv2.imwrite(str(root / "images" / f"{i}.png"), render_line(t, size=24))
+        lines.append(f"{i}.png\t{t}")
+    for name, data in (extra or {}).items():
+        (root / "images" / name).write_bytes(data)
+        lines.append(f"{name}\tHello")
+    (root / "labels.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def _tiny_rec(classes: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_ctc_recognizer({"name": "PPLCNetV3", "scale": 0.25}, {"name": "EncoderWithSVTR", "dims": 16,
+                                "hidden_dims": 16, "num_heads": 2}, {"name": "CTCHead", "num_classes": classes})
+
+
+def _cfg(**kw: object) -> DistillConfig:
+    base: dict[str, object] = dict(steps=20, batch_size_rec=4, batch_size_det=1, lr=3e-3, warmup_steps=2,
+                                   freeze_backbone_steps=0, eval_every=0, ckpt_every=100, threads=1, device="cpu",
+                                   rec_width=96, det_size=256, max_val=4)
+    base.update(kw)
+    return DistillConfig(**base)  # type: ignore[arg-type]
+
+
+def _tsv(path: Path, column: str = "loss") -> list[float]:
+    with path.open(encoding="utf-8") as fh:
+        return [float(r[column]) for r in csv.DictReader(fh, delimiter="\t")]
+
+
+class _Teacher:
+    """A deterministic rec 'teacher' with its own dictionary: ``perm[i]`` is the teacher class of student class i.
+
+    Its logits are a fixed projection of the image columns; student class i's logit sits in teacher column
+    perm[i]; any further teacher class gets a constant logit (mass the class map must drop).
+    """
+
+    name = "numpy"
+
+    def __init__(self, perm: np.ndarray, n_teacher: int) -> None:
+        self.perm, self.n_teacher = perm, n_teacher
+        self.proj = np.random.default_rng(0).normal(size=(8, len(perm))).astype(np.float32) * 3
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n, _, _, w = x.shape
+        logits_s = x.mean(axis=(1, 2)).reshape(n, w // 8, 8) @ self.proj  # N×T×Cs
+        logits = np.full((n, w // 8, self.n_teacher), 1.0, dtype=np.float32)
+        logits[:, :, self.perm] = logits_s
+        e = np.exp(logits - logits.max(axis=2, keepdims=True))
+        return e / e.sum(axis=2, keepdims=True)
+
+
+def test_rec_set_skips_unknown_chars_and_corrupt_images(tmp_path: Path) -> None:
+    root = _rec_set(tmp_path / "rec", [*TEXTS, "Hé"], extra={"bad.png": b"not an image"})
+    ds = RecTrainSet([root], CHARS, RecConfig(), width=96)
+    assert ds.skipped_chars == 1 and len(ds) == 5
+    batch = ds.batch(list(range(len(ds))))
+    assert ds.skipped_images == 1 and batch.images.shape == (4, 3, 48, 96)
+    # Student classes: blank 0, H=1 e=2 l=3 o=4 W=5 r=6 d=7, space 8.
+    row = batch.texts.index("Hello World")
+    assert batch.targets[row, : batch.lengths[row]].tolist() == [1, 2, 3, 3, 4, 8, 5, 4, 6, 3, 7]
+    # Deterministic, disjoint sharding: one epoch of 2 ranks covers every sample once.
+    shards = batch_indices(5, 2, 0, 0, rank=0, world=2) + batch_indices(5, 2, 0, 0, rank=1, world=2)
+    assert len(set(shards)) == 4 and shards == batch_indices(5, 4, 0, 0)
+
+
+def test_rec_distill_loss_decreases_and_char_map_is_used(tmp_path: Path) -> None:
+    root = _rec_set(tmp_path / "rec", TEXTS)
+    cfg = _cfg(temperature=2.0, lr=1e-2)
+    data = rec_data(cfg, CHARS, RecConfig(), train=[root], val=[root])
+    n = len(CHARS) + 2
+    same = Model("rec", _Teacher(np.arange(n), n), "same-dict", characters=CHARS)
+    # A teacher whose dictionary is reversed and has two characters the student lacks.
+    t_chars = [*CHARS[::-1], "Z", "Q"]
+    perm = np.array([0, *[1 + t_chars.index(c) for c in CHARS], len(t_chars) + 1])
+    other = Model("rec", _Teacher(perm, len(t_chars) + 2), "other-dict", characters=t_chars)
+
+    student = _tiny_rec(n)
+    report = distill_rec(student, same, cfg, data, tmp_path / "a", characters=CHARS, progress=False)
+    losses = _tsv(tmp_path / "a" / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv")
+    assert len(losses) == 20 and np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+    assert report["mode"] == "distill" and report["charmap_coverage"] == 1.0
+    assert set(report["val"]) >= {"accuracy", "one_minus_ned", "cer"} and report["val"]["samples"] == 4
+    assert (tmp_path / "a" / "dvclive" / "metrics.json").is_file()
+
+    # Same run with the remapped teacher (5 steps): the class map makes every step's KD loss identical.
+    # (Compared on the losses: AdamW's g/sqrt(v) turns 1e-9 gradient noise on near-zero gradients into 1e-3.)
+    short = _cfg(steps=5, temperature=2.0)
+    distill_rec(_tiny_rec(n), same, short, data, tmp_path / "s", characters=CHARS, progress=False)
+    rep = distill_rec(_tiny_rec(n), other, short, data, tmp_path / "o", characters=CHARS, progress=False)
+    assert rep["charmap_coverage"] == 1.0
+    kd_same, kd_other = (_tsv(tmp_path / r / "dvclive" / "plots" / "metrics" / "train" / "kd.tsv", "kd") for r in "so")
+    assert len(kd_same) == 5 and np.allclose(kd_same, kd_other, rtol=1e-5, atol=0)
+
+
+def test_rec_teacher_cache_matches_uncached(tmp_path: Path) -> None:
+    """Regression: a float16 cache of probabilities flushed tiny ones to 0, and at T = 6 (KD on p^(1/T))
+    that moved the first step's KD loss by 6%; the cache now holds float16 log-probabilities."""
+    root = _rec_set(tmp_path / "rec", TEXTS)
+    cfg = _cfg(steps=3)
+    data = rec_data(cfg, CHARS, RecConfig(), train=[root], val=[root])
+    n = len(CHARS) + 2
+    calls: list[int] = []
+    inner = _Teacher(np.arange(n), n)
+
+    def counted(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        return inner(x)
+
+    teacher = Model("rec", counted, "t", characters=CHARS)  # type: ignore[arg-type]
+    distill_rec(_tiny_rec(n), teacher, cfg, data, tmp_path / "a", characters=CHARS, progress=False)
+    assert calls == [4, 4, 4]  # one 4-sample batch per step, the whole set each time
+    calls.clear()
+    distill_rec(_tiny_rec(n), teacher, _cfg(steps=3, cache_teacher=True), data, tmp_path / "b", characters=CHARS,
+                progress=False)
+    assert calls == [4]  # later steps read the cache
+    kd_a, kd_b = (_tsv(tmp_path / r / "dvclive" / "plots" / "metrics" / "train" / "kd.tsv", "kd") for r in "ab")
+    assert np.allclose(kd_a, kd_b, rtol=1e-3)  # the cache holds float16
+
+
+def test_rec_finetune_without_teacher(tmp_path: Path) -> None:
+    root = _rec_set(tmp_path / "rec", TEXTS)
+    cfg = _cfg(steps=2, teacher_rec=None, alpha=0.0)
+    data = rec_data(cfg, CHARS, RecConfig(), train=[root], val=[root])
+    report = finetune("rec", _tiny_rec(len(CHARS) + 2), cfg, data, tmp_path / "ft", characters=CHARS, progress=False)
+    assert report["mode"] == "finetune" and report["teacher"] is None and "ctc" in report["fit"]["train"]
+
+
+def _det_set(root: Path) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "gt").mkdir()
+    img, quads = render_page()
+    cv2.imwrite(str(root / "images" / "p0.jpg"), img)
+    rows = [",".join(str(int(v)) for v in q.reshape(-1)) + ",text" for q in quads]
+    (root / "gt" / "gt_p0.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
+def _tiny_det() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_dbnet({"name": "PPLCNetV3", "scale": 0.25, "det": True}, {"name": "RSEFPN", "out_channels": 16},
+                       {"name": "DBHead"})
+
+
+def test_det_distill_one_step(tmp_path: Path) -> None:
+    root = _det_set(tmp_path / "det")
+    cfg = _cfg(steps=1)
+    data = det_data(cfg, DetConfig(limit_side_len=256), train=[root], val=[root])
+    batch = data.train.batch([0], np.random.default_rng(0))
+    assert batch.images.shape == (1, 3, 256, 256) and batch.gt_prob.shape == (1, 256, 256)
+    teacher_net = _tiny_det().eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return teacher_net(torch.from_numpy(x)).numpy()
+
+    run.name = "torch"  # type: ignore[attr-defined]
+    student = _tiny_det()
+    report = distill_det(student, Model("det", run, "t"), cfg, data, tmp_path / "run", progress=False,
+                         det_cfg=DetConfig(limit_side_len=256))
+    train = report["fit"]["train"]
+    assert np.isfinite(train["loss"]) and train["kd"] > 0 and train["db"] > 0
+    assert student.head.thresh is not None and set(report["val"]) >= {"precision", "recall", "hmean"}
+
+
+def test_stage_rec_writes_model_and_metrics(tmp_path: Path) -> None:
+    from stages.distill import main
+
+    root = _rec_set(tmp_path / "rec", TEXTS)
+    student = tmp_path / "student.pt"
+    save_model(_tiny_rec(len(CHARS) + 2), student, {"task": "rec", "characters": CHARS})
+    teacher = tmp_path / "teacher.pt"
+    save_model(_tiny_rec(len(CHARS) + 2), teacher, {"task": "rec", "characters": CHARS})
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"distill": {
+        "teacher_rec": str(teacher), "steps": 2, "batch_size_rec": 2, "rec_width": 96, "threads": 1,
+        "device": "cpu", "freeze_backbone_steps": 1, "train_data_rec": [str(root)], "val_data_rec": [str(root)]}}))
+    out, metrics = tmp_path / "out" / "rec.pt", tmp_path / "m.json"
+    assert main(["--params", str(params), "--task", "rec", "--model", str(student), "--out", str(out),
+                 "--metrics", str(metrics), "--run-dir", str(tmp_path / "run")]) == 0
+    model, meta = load_model(out)
+    assert meta["characters"] == CHARS and meta["distill"]["mode"] == "distill"
+    assert meta["distill"]["fit"]["end_step"] == 2
+    m = json.loads(metrics.read_text())
+    assert m["steps"] == 2 and "val_accuracy" in m and "seconds" not in json.dumps(m)
