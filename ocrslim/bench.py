@@ -88,3 +88,31 @@ def peak_rss_mb(spec: str, task: str, shape: Sequence[int], backend: str | None 
     if out.returncode != 0:
         raise RuntimeError(f"peak-RSS child failed for {spec}: {out.stderr.strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_variants(variants: dict[str, dict[str, str]], cfg: Any) -> dict[str, dict[str, dict[str, float]]]:
+    """Measure each variant's det and rec model: file size, latency p50/p90, peak RSS.
+
+    Args:
+        variants: ``{name: {"det": path, "rec": path}}`` (any .pt/.onnx/.mnn the runners open).
+        cfg: a :class:`ocrslim.config.BenchConfig`.
+
+    Returns:
+        ``{name: {"det": {size_mb, p50_ms, p90_ms, peak_rss_mb}, "rec": {...}}}``.
+    """
+    from ocrslim.pipeline import open_model
+
+    rng = np.random.default_rng(0)
+    shapes = {"det": (1, 3, *cfg.det_shape), "rec": (cfg.rec_batch, 3, 48, cfg.rec_width)}
+    inputs = {t: rng.uniform(-1, 1, size=s).astype(np.float32) for t, s in shapes.items()}
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, files in variants.items():
+        out[name] = {}
+        for task, path in files.items():
+            runner = open_model(str(path), task, threads=cfg.threads).runner
+            stats = latency_ms(lambda r=runner, x=inputs[task]: r(x), runs=cfg.runs, warmup=cfg.warmup)
+            res = {"size_mb": round(file_mb(path), 3), "p50_ms": round(stats["p50"], 2), "p90_ms": round(stats["p90"], 2)}
+            if cfg.rss:
+                res["peak_rss_mb"] = round(peak_rss_mb(str(path), task, shapes[task], threads=cfg.threads)["peak_rss_mb"], 1)
+            out[name][task] = res
+    return out

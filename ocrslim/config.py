@@ -434,3 +434,22 @@ class DistillConfig:
 
     def val_data(self, task: str) -> tuple[str, ...]:
         return self.val_data_det if task == "det" else self.val_data_rec
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """Host-CPU measurement of every model variant the DAG built (size, latency, peak memory)."""
+
+    runs: int = 20  # timed calls per variant after warm-up
+    warmup: int = 3
+    threads: int = 2
+    det_shape: tuple[int, int] = (736, 736)  # H, W of the det input
+    rec_batch: int = 6  # a PP-OCR rec batch
+    rec_width: int = 320
+    rss: bool = True  # measure peak RSS in a fresh process per variant
+
+    def __post_init__(self) -> None:
+        _check(self.runs >= 1 and self.warmup >= 0, "bench.runs/warmup", "must be >= 1 / >= 0")
+        _check(self.threads >= 1, "bench.threads", "must be >= 1")
+        _check(all(v % 32 == 0 and v > 0 for v in self.det_shape), "bench.det_shape", "must be multiples of 32")
+        _check(self.rec_batch >= 1 and self.rec_width % 8 == 0, "bench.rec_batch/rec_width", "must be >= 1 / /8")

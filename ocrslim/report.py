@@ -111,3 +111,98 @@ def sample_sheet(det_dir: str | Path, rec_dir: str | Path, out: str | Path, page
             raise OSError(f"{out}: could not write PNG")
         tmp.with_suffix(".png").rename(tmp)
     return out
+
+
+def _get(d: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def summary_report(eval_files: dict[str, str | Path], bench_file: str | Path, prune_files: dict[str, str | Path],
+                   out_dir: str | Path) -> Path:
+    """Write ``summary.md`` (the variant table, pruning table) and PNG plots into ``out_dir``.
+
+    Args:
+        eval_files: ``{variant: metrics json of the evaluate stage}``.
+        bench_file: metrics json of the bench stage (``{variant: {det|rec: {size_mb, p50_ms, ...}}}``).
+        prune_files: ``{task: metrics/prune_<task>.json}``.
+        out_dir: where ``summary.md``, ``size_vs_accuracy.png`` and ``latency_vs_accuracy.png`` go.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ocrslim.fsutil import atomic_path
+
+    bench = json.loads(Path(bench_file).read_text(encoding="utf-8"))
+    rows = []
+    for name, path in eval_files.items():
+        ev = json.loads(Path(path).read_text(encoding="utf-8"))
+        b = bench.get(name, {})
+        size = sum(_get(b, t, "size_mb") or 0.0 for t in ("det", "rec"))
+        lat = sum(_get(b, t, "p50_ms") or 0.0 for t in ("det", "rec"))
+        rss = max(_get(b, t, "peak_rss_mb") or 0.0 for t in ("det", "rec"))
+        rows.append({
+            "name": name, "size": size, "lat": lat, "rss": rss,
+            "f1": _get(ev, "sroie_dev", "e2e", "f1"), "hmean": _get(ev, "sroie_dev", "det", "hmean"),
+            "ic15": _get(ev, "ic15_words_dev", "rec", "accuracy_ci_alnum"),
+            "sroie_rec": _get(ev, "sroie_dev", "rec", "accuracy_ci_alnum"),
+            "synth": _get(ev, "synth_test", "rec", "one_minus_ned"),
+        })
+
+    def f(v: float | None, digits: int = 3) -> str:
+        return "–" if v is None else f"{v:.{digits}f}"
+
+    lines = [
+        "# ocrslim summary",
+        "",
+        "Written by the `report` stage of `dvc repro` from `metrics/*.json`. Size is det + rec model files;",
+        "latency is det (1×3×736×736) + rec (6×3×48×320) median on this host's CPU (`metrics/bench.json`);",
+        "peak memory is the larger of the two models' peak RSS in a fresh process. Accuracy on the real dev",
+        "sets: SROIE end-to-end F1 and detection hmean, word accuracy (case-insensitive alphanumeric) on",
+        "ICDAR 2015 and SROIE lines, and 1−NED on the synthetic Chinese/English test split.",
+        "",
+        "| variant | size (MB) | latency (ms) | peak memory (MB) | SROIE e2e F1 | SROIE det hmean | "
+        "IC15 rec acc | SROIE rec acc | synth 1−NED |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['name']} | {f(r['size'], 2)} | {f(r['lat'], 1)} | {f(r['rss'], 0)} | {f(r['f1'])} | "
+                     f"{f(r['hmean'])} | {f(r['ic15'])} | {f(r['sroie_rec'])} | {f(r['synth'])} |")
+    if prune_files:
+        lines += ["", "## Structured pruning (before → after, no accuracy recovery yet)", "",
+                  "| task | ratio | params | MACs | ONNX MB |", "|---|---:|---:|---:|---:|"]
+        for task, path in prune_files.items():
+            m = json.loads(Path(path).read_text(encoding="utf-8"))
+            lines.append(
+                f"| {task} | {m['ratio']} | {m['params_before'] / 1e6:.2f} M → {m['params_after'] / 1e6:.2f} M | "
+                f"{m['macs_before'] / 1e6:.0f} M → {m['macs_after'] / 1e6:.0f} M | "
+                f"{m['onnx_bytes_before'] / 2**20:.2f} → {m['onnx_bytes_after'] / 2**20:.2f} |"
+            )
+    lines += ["", "![size vs accuracy](size_vs_accuracy.png) ![latency vs accuracy](latency_vs_accuracy.png)", ""]
+
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        (tmp / "summary.md").write_text("\n".join(lines), encoding="utf-8")
+        for key, label, fname in (("size", "model size, det + rec (MB)", "size_vs_accuracy.png"),
+                                  ("lat", "latency, det + rec p50 (ms, host CPU)", "latency_vs_accuracy.png")):
+            fig, ax = plt.subplots(figsize=(5.5, 4))
+            for i, r in enumerate(rows):
+                if r["f1"] is not None:
+                    ax.scatter(r[key], r["f1"], s=40)
+                    # stagger labels: variants of one model often sit on the same point
+                    ax.annotate(r["name"], (r[key], r["f1"]), textcoords="offset points", xytext=(6, 6 + 11 * i),
+                                fontsize=8, arrowprops={"arrowstyle": "-", "lw": 0.5})
+            ax.set_xlim(left=0)  # sizes and latencies compare as ratios: start the axis at zero
+            ax.set_xlabel(label)
+            ax.set_ylabel("SROIE end-to-end F1")
+            ax.grid(alpha=0.3)
+            fig.tight_layout()
+            fig.savefig(tmp / fname, dpi=110)
+            plt.close(fig)
+    return out_dir / "summary.md"

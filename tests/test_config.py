@@ -7,6 +7,7 @@ import yaml
 
 from ocrslim.compose import compose
 from ocrslim.config import (
+    BenchConfig,
     CalibrateConfig,
     DataConfig,
     ConvertConfig,
@@ -32,6 +33,7 @@ SECTIONS = {
     "prune": PruneConfig,
     "data": DataConfig,
     "calibrate": CalibrateConfig,
+    "bench": BenchConfig,
 }
 
 

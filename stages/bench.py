@@ -1,0 +1,41 @@
+"""Stage ``bench``: size, latency (p50/p90) and peak RSS of every model variant, on this host's CPU.
+
+Reads:  params.yaml:bench; the teacher's .pt, .onnx and .mnn files built by the DAG.
+Writes: metrics/bench.json = {variant: {det|rec: {size_mb, p50_ms, p90_ms, peak_rss_mb}}}.
+Host-CPU figures: phones (ARM, int8 dot products) behave differently; see the README.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ocrslim.bench import bench_variants  # noqa: E402
+from ocrslim.config import BenchConfig, load_section  # noqa: E402
+from ocrslim.fsutil import write_json  # noqa: E402
+from ocrslim.stage import run_main, stage_parser  # noqa: E402
+
+VARIANTS = {
+    "teacher_torch": {"det": "artifacts/teacher/det.pt", "rec": "artifacts/teacher/rec.pt"},
+    "teacher_onnx": {"det": "artifacts/onnx/det.onnx", "rec": "artifacts/onnx/rec.onnx"},
+    "teacher_mnn": {"det": "artifacts/mnn/det.mnn", "rec": "artifacts/mnn/rec.mnn"},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = stage_parser(__doc__)
+    p.add_argument("--out", default="metrics/bench.json")
+    args = p.parse_args(argv)
+    cfg = load_section(args.params, "bench", BenchConfig)
+    results = bench_variants(VARIANTS, cfg)
+    write_json(args.out, results)
+    for name, tasks in results.items():
+        for task, m in tasks.items():
+            print(f"bench {name} {task}: " + ", ".join(f"{k}={v}" for k, v in m.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
