@@ -186,23 +186,23 @@ def summary_report(eval_files: dict[str, str | Path], bench_file: str | Path, pr
     lines += ["", "![size vs accuracy](size_vs_accuracy.png) ![latency vs accuracy](latency_vs_accuracy.png)", ""]
 
     out_dir = Path(out_dir)
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        (tmp / "summary.md").write_text("\n".join(lines), encoding="utf-8")
-        for key, label, fname in (("size", "model size, det + rec (MB)", "size_vs_accuracy.png"),
-                                  ("lat", "latency, det + rec p50 (ms, host CPU)", "latency_vs_accuracy.png")):
-            fig, ax = plt.subplots(figsize=(5.5, 4))
-            for i, r in enumerate(rows):
-                if r["f1"] is not None:
-                    ax.scatter(r[key], r["f1"], s=40)
-                    # stagger labels: variants of one model often sit on the same point
-                    ax.annotate(r["name"], (r[key], r["f1"]), textcoords="offset points", xytext=(6, 6 + 11 * i),
-                                fontsize=8, arrowprops={"arrowstyle": "-", "lw": 0.5})
-            ax.set_xlim(left=0)  # sizes and latencies compare as ratios: start the axis at zero
-            ax.set_xlabel(label)
-            ax.set_ylabel("SROIE end-to-end F1")
-            ax.grid(alpha=0.3)
-            fig.tight_layout()
-            fig.savefig(tmp / fname, dpi=110)
-            plt.close(fig)
+    for key, label, fname in (("size", "model size, det + rec (MB)", "size_vs_accuracy.png"),
+                              ("lat", "latency, det + rec p50 (ms, host CPU)", "latency_vs_accuracy.png")):
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for i, r in enumerate(rows):
+            if r["f1"] is not None:
+                ax.scatter(r[key], r["f1"], s=40)
+                # stagger labels: variants of one model often sit on the same point
+                ax.annotate(r["name"], (r[key], r["f1"]), textcoords="offset points", xytext=(6, 6 + 11 * i),
+                            fontsize=8, arrowprops={"arrowstyle": "-", "lw": 0.5})
+        ax.set_xlim(left=0)  # sizes and latencies compare as ratios: start the axis at zero
+        ax.set_xlabel(label)
+        ax.set_ylabel("SROIE end-to-end F1")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        with atomic_path(out_dir / fname) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        plt.close(fig)
+    with atomic_path(out_dir / "summary.md") as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
     return out_dir / "summary.md"

@@ -1,7 +1,7 @@
 """Stage ``report``: reports/summary.md (variant | size | latency | peak memory | accuracy) and plots.
 
 Reads:  metrics/teacher_{torch,onnx,mnn}.json (evaluate), metrics/bench.json, metrics/prune_*.json.
-Writes: reports/summary/ (summary.md, size_vs_accuracy.png, latency_vs_accuracy.png).
+Writes: reports/summary.md, reports/size_vs_accuracy.png, reports/latency_vs_accuracy.png.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ocrslim.stage import run_main, stage_parser  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = stage_parser(__doc__)
-    p.add_argument("--out", default="reports/summary")
+    p.add_argument("--out", default="reports")
     args = p.parse_args(argv)
     evals = {v: f"metrics/{v}.json" for v in ("teacher_torch", "teacher_onnx", "teacher_mnn")}
     prune = {t: f"metrics/prune_{t}.json" for t in ("det", "rec")}

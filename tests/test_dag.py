@@ -101,8 +101,8 @@ def test_tiny_dvc_repro_offline_then_noop(tmp_path):
     assert "unreadable.png: unreadable image, skipped." in first.stdout + first.stderr
     bench = json.loads((work / "metrics" / "bench.json").read_text())
     assert set(bench) == set(variants) and all(bench[v]["det"]["p50_ms"] > 0 for v in bench)
-    summary = (work / "reports" / "summary" / "summary.md").read_text()
-    assert "| teacher_mnn |" in summary and (work / "reports" / "summary" / "size_vs_accuracy.png").stat().st_size
+    summary = (work / "reports" / "summary.md").read_text()
+    assert "| teacher_mnn |" in summary and (work / "reports" / "size_vs_accuracy.png").stat().st_size
     export = json.loads((work / "metrics" / "export_rec.json").read_text())
     assert export["max_abs_diff"] <= params["export"]["rec_tol"]
 
