@@ -56,14 +56,15 @@ def main() -> int:
         x = np.random.default_rng(0).uniform(-1, 1, size=SHAPES[task]).astype(np.float32)
         cols = " | ".join(f"p50/p90 ms ({t} thr)" for t in args.threads)
         print(f"\n### {task} {'x'.join(map(str, SHAPES[task]))}\n")
-        print(f"| variant | size MB | {cols} | speed vs teacher torch ({args.threads[-1]} thr) | peak RSS MB (+ over imports) |")
+        print(f"| variant | size MB | {cols} | speed vs teacher torch ({args.threads[-1]} thr) "
+              "| peak RSS MB (+ over imports) |")
         print("|---|---:|" + "---:|" * len(args.threads) + "---:|---:|")
         base = None
         for label, spec, backend, sized in variants(task):
             cells, last = [], None
             for t in args.threads:
                 runner = open_model(spec, task, backend=backend, threads=t).runner
-                stats = latency_ms(lambda r=runner: r(x), runs=args.runs)
+                stats = latency_ms(lambda r=runner, x=x: r(x), runs=args.runs)
                 cells.append(f"{stats['p50']:.1f} / {stats['p90']:.1f}")
                 last = stats["p50"]
             base = base or last

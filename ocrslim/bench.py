@@ -111,8 +111,10 @@ def bench_variants(variants: dict[str, dict[str, str]], cfg: Any) -> dict[str, d
         for task, path in files.items():
             runner = open_model(str(path), task, threads=cfg.threads).runner
             stats = latency_ms(lambda r=runner, x=inputs[task]: r(x), runs=cfg.runs, warmup=cfg.warmup)
-            res = {"size_mb": round(file_mb(path), 3), "p50_ms": round(stats["p50"], 2), "p90_ms": round(stats["p90"], 2)}
+            res = {"size_mb": round(file_mb(path), 3), "p50_ms": round(stats["p50"], 2),
+                   "p90_ms": round(stats["p90"], 2)}
             if cfg.rss:
-                res["peak_rss_mb"] = round(peak_rss_mb(str(path), task, shapes[task], threads=cfg.threads)["peak_rss_mb"], 1)
+                mem = peak_rss_mb(str(path), task, shapes[task], threads=cfg.threads)
+                res["peak_rss_mb"] = round(mem["peak_rss_mb"], 1)
             out[name][task] = res
     return out

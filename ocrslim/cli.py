@@ -92,7 +92,8 @@ def cmd_read(args: argparse.Namespace) -> int:
             {
                 "image": str(name),
                 "lines": [
-                    {"box": np.round(b).astype(int).tolist(), "text": t, "score": round(float(s), 4)} for b, t, s in lines
+                    {"box": np.round(b).astype(int).tolist(), "text": t, "score": round(float(s), 4)}
+                    for b, t, s in lines
                 ],
             }
         )
@@ -166,10 +167,9 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
-    from ocrslim.report import sample_sheet
-
     from ocrslim.config import DataConfig
     from ocrslim.data.fonts import DEFAULT_FONT, discover_fonts
+    from ocrslim.report import sample_sheet
 
     fonts = [f for f in discover_fonts(DataConfig().fonts, DataConfig().font_exclude) if f.cjk]
     font = fonts[0].path if fonts and fonts[0].path != DEFAULT_FONT else None

@@ -23,7 +23,9 @@ T = TypeVar("T")
 
 def _check(cond: bool, key: str, problem: str) -> None:
     if not cond:
-        raise ConfigError(f"params.yaml: {key} {problem}. Fix it in conf/ or with dvc exp run -S {key}=..., then re-run.")
+        raise ConfigError(
+            f"params.yaml: {key} {problem}. Fix it in conf/ or with dvc exp run -S {key}=..., then re-run."
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ def explicit_same_pads(model: onnx.ModelProto) -> int:
         dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * len(kernel)
         if any(s != 1 for s in strides):
             raise ArtifactError(
-                f"node {node.name}: strided {mode.s.decode()} padding is input-size dependent. Export with explicit pads."
+                f"node {node.name}: strided {mode.s.decode()} padding is input-size dependent. "
+                "Export with explicit pads."
             )
         total = [(k - 1) * d for k, d in zip(kernel, dilations)]
         small = [t // 2 for t in total]

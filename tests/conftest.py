@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 LINES = ["Total 42.50", "Hello World", "OCR slim 2026"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tests use tiny tensors: one intra-op thread is fastest, and on a busy 2-core machine
+    OpenMP's barriers across two threads made each op ~100x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def render_line(text: str, size: int = 32, pad: int = 10) -> np.ndarray:
@@ -32,8 +45,8 @@ def render_page(lines: list[str] = LINES, size: int = 30) -> tuple[np.ndarray, l
     for i, text in enumerate(lines):
         x, y = 40 + 30 * i, 50 + 80 * i
         draw.text((x, y), text, font=font, fill=(10, 10, 10))
-        l, t, r, b = draw.textbbox((x, y), text, font=font)
-        quads.append(np.array([[l, t], [r, t], [r, b], [l, b]], dtype=np.float32))
+        x0, y0, x1, y1 = draw.textbbox((x, y), text, font=font)
+        quads.append(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float32))
     return np.ascontiguousarray(np.asarray(img)[:, :, ::-1]), quads
 
 

@@ -53,7 +53,8 @@ def test_read_page_finds_every_line_and_draws(tmp_path, page):
     path = tmp_path / "page.png"
     cv2.imwrite(str(path), img)
     out = tmp_path / "drawn.png"
-    assert main(["read", str(path), "--det", "ppocrv4_mobile_det", "--rec", "ppocrv4_mobile_rec", "--draw", str(out)]) == 0
+    args = ["read", str(path), "--det", "ppocrv4_mobile_det", "--rec", "ppocrv4_mobile_rec", "--draw", str(out)]
+    assert main(args) == 0
     assert cv2.imread(str(out)).shape == img.shape
 
 

@@ -9,8 +9,8 @@ from ocrslim.compose import compose
 from ocrslim.config import (
     BenchConfig,
     CalibrateConfig,
-    DataConfig,
     ConvertConfig,
+    DataConfig,
     DetConfig,
     EvalConfig,
     ExportConfig,

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 import torch
 import yaml
 
@@ -23,13 +21,6 @@ from tests.conftest import render_line, render_page
 CHARS = list("HeloWrd")  # student dictionary: classes blank, H e l o W r d, space
 TEXTS = ["Hello", "World", "old", "Hello World"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _rec_set(root: Path, texts: list[str], extra: dict[str, bytes] | None = None) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,6 @@ from torch import nn
 
 from ocrslim.config import DistillConfig
 from ocrslim.engine import evaluate, fit, load_checkpoint, lr_at
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread (two on a busy 2-core machine are ~100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class Toy(nn.Module):

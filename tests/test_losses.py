@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -12,16 +11,6 @@ import torch
 from ocrslim.charmap import class_index_map, coverage
 from ocrslim.errors import ConfigError
 from ocrslim.losses import ctc_gt_loss, ctc_kd_loss, db_loss, det_kd_loss, make_db_targets, rec_distill_loss
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is fastest, and on a busy 2-core machine OpenMP's
-    barriers across two threads made each op ~100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _probs(n: int, t: int, c: int, seed: int = 0) -> torch.Tensor:

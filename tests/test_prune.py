@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +22,6 @@ from ocrslim.models import load_model, load_ppocrv4, save_model, teacher_onnx_pa
 from ocrslim.prune import count_params_macs, prune_metrics, prune_model, resolve_ignored
 
 from .conftest import REPO
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is fastest, and on a busy 2-core machine OpenMP's
-    barriers across two threads made each op ~100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 INPUTS = {"det": (1, 3, 64, 64), "rec": (1, 3, 48, 64)}
 CFG = PruneConfig(ratio=0.3)
