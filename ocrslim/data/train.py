@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -87,7 +88,21 @@ class RecBatch:
     indices: list[int]
 
 
-class RecTrainSet:
+class _TrainSet:
+    """What both training sets share: samples, and the indices of images that failed to decode."""
+
+    samples: Sequence[Any]
+    bad_images: set[int]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def skipped_images(self) -> int:
+        return len(self.bad_images)
+
+
+class RecTrainSet(_TrainSet):
     """Labelled crops encoded to a student's classes.
 
     Args:
@@ -120,13 +135,6 @@ class RecTrainSet:
                 self.samples.append(s)
                 self.labels.append(enc)
         self.bad_images: set[int] = set()
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    @property
-    def skipped_images(self) -> int:
-        return len(self.bad_images)
 
     def batch(self, indices: Sequence[int]) -> RecBatch:
         """Read, preprocess and encode ``indices``; unreadable images are left out (and counted)."""
@@ -168,7 +176,7 @@ class DetBatch:
     indices: list[int]
 
 
-class DetTrainSet:
+class DetTrainSet(_TrainSet):
     """Pages with text polygons, served as random ``size×size`` crops with DB targets.
 
     Args:
@@ -184,13 +192,6 @@ class DetTrainSet:
         self.size = size
         self.samples: list[DetSample] = [s for p in paths for s in load_det_dataset(p, limit=limit)]
         self.bad_images: set[int] = set()
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    @property
-    def skipped_images(self) -> int:
-        return len(self.bad_images)
 
     def _crop(
         self, img: np.ndarray, sample: DetSample, rng: np.random.Generator
