@@ -138,10 +138,14 @@ class EvalConfig:
     det_data: tuple[str, ...] = ("../shared/data/sroie_dev",)
     rec_data: tuple[str, ...] = ("../shared/data/sroie_dev", "../shared/data/ic15_words_dev")
     limit: int | None = None  # first N samples of each set (tiny profile)
+    # The pruned-before-KD baseline reads (almost) nothing; its first N samples per set measure that
+    # at a fraction of the cost. null = as `limit`.
+    pruned_limit: int | None = None
     threads: int = 2
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit >= 1, "eval.limit", "must be >= 1 or null")
+        _check(self.pruned_limit is None or self.pruned_limit >= 1, "eval.pruned_limit", "must be >= 1 or null")
         _check(self.threads >= 1, "eval.threads", "must be >= 1")
 
 
@@ -332,6 +336,9 @@ class PruneConfig:
     """
 
     ratio: float = 0.4  # fraction of channels removed per group (uniform) or overall (global)
+    # rec's own ratio when set (null = `ratio`): the recogniser recovers far slower than the detector
+    # (its CTC head restarts from all-blank output), so it gets a gentler ratio within a CPU budget.
+    rec_ratio: float | None = None
     mode: str = "uniform"  # "uniform": the same ratio in every group; "global": rank all groups together
     ignore_det: tuple[str, ...] = ("head.*",)
     # rec: the SVTR transformer (attention heads must keep dividing the width, LayerNorm-tied residual
@@ -343,6 +350,8 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.ratio <= 0.9, "prune.ratio", f"is {self.ratio}, must be in [0, 0.9]")
+        _check(self.rec_ratio is None or 0.0 <= self.rec_ratio <= 0.9, "prune.rec_ratio",
+               f"is {self.rec_ratio}, must be in [0, 0.9] or null")
         _check(self.mode in ("uniform", "global"), "prune.mode", f"is {self.mode!r}, must be 'uniform' or 'global'")
         _check(1 <= self.round_to <= 64, "prune.round_to", f"is {self.round_to}, must be in 1..64")
         h, w = self.det_size
@@ -352,6 +361,10 @@ class PruneConfig:
     def ignore(self, task: str) -> tuple[str, ...]:
         """The ignore patterns of ``task`` ("det" or "rec")."""
         return self.ignore_det if task == "det" else self.ignore_rec
+
+    def task_ratio(self, task: str) -> float:
+        """The pruning ratio of ``task``: ``rec_ratio`` for rec when set, else ``ratio``."""
+        return self.rec_ratio if task == "rec" and self.rec_ratio is not None else self.ratio
 
 
 @dataclasses.dataclass(frozen=True)

@@ -342,8 +342,12 @@ def finetune(task: str, student: nn.Module, cfg: DistillConfig, data: RecData | 
 
 
 def distill_metrics(report: dict[str, Any]) -> dict[str, Any]:
-    """The numbers of a report for a DVC metrics file (no wall time, so re-runs give identical files)."""
-    out: dict[str, Any] = {"mode": report["mode"], "steps": report["fit"]["end_step"]}
+    """The numbers of a report for a DVC metrics file: mode, steps, validation and last training losses,
+    data counts, and the CPU minutes of this run (``resumed`` says whether it continued a killed one)."""
+    fit = report["fit"]
+    out: dict[str, Any] = {"mode": report["mode"], "steps": fit["end_step"], "resumed": fit["resumed"]}
+    if fit.get("cpu_seconds") is not None:
+        out["cpu_minutes"] = round(fit["cpu_seconds"] / 60, 1)
     out.update({f"val_{k}": v for k, v in (report.get("val") or {}).items()})
     out.update({f"train_{k}": round(v, 6) for k, v in (report["fit"].get("train") or {}).items()})
     for k in ("train_samples", "skipped_chars", "skipped_images", "charmap_coverage"):

@@ -323,7 +323,7 @@ def fit(
 
     Returns:
         ``{"start_step", "end_step", "resumed", "train": last step's loss parts, "val": last metrics,
-        "val_step", "seconds", "steps_per_s", "device", "world_size", "rank"}`` (``val`` is empty on
+        "val_step", "seconds", "cpu_seconds", "steps_per_s", "device", "world_size", "rank"}`` (``val`` is empty on
         ranks other than 0).
 
     Raises:
@@ -377,7 +377,7 @@ def fit(
     val: dict[str, Any] = {}
     val_step: int | None = None
     lr = lr_at(start, cfg)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
 
     def validate(step: int) -> None:
         nonlocal val, val_step
@@ -443,6 +443,7 @@ def fit(
         "val": val,
         "val_step": val_step,
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(time.process_time() - cpu0, 1),  # this process, all threads (teacher included)
         "steps_per_s": round((end - start) / seconds, 3) if end > start and seconds > 0 else None,
         "device": str(device),
         "world_size": info.world,

@@ -187,7 +187,7 @@ def prune_model(
         model: native :class:`~ocrslim.models.det.DBNet` (without threshold branch) or
             :class:`~ocrslim.models.rec.CTCRecognizer`; left in eval mode.
         task: "det" or "rec" (picks ``cfg.ignore_det`` / ``cfg.ignore_rec`` and the ONNX axes).
-        cfg: ratio, mode, ignore patterns, round_to.
+        cfg: ratio (``cfg.task_ratio(task)``), mode, ignore patterns, round_to.
         example: input traced by torch-pruning and used for MACs, e.g. det 1×3×64×64, rec 1×3×48×64
             (see :func:`example_input`).
         measure_onnx: export to ONNX before and after to report (and check) the file size.
@@ -205,6 +205,7 @@ def prune_model(
     import torch_pruning as tp
 
     _check_task(task)
+    ratio = cfg.task_ratio(task)
     head = getattr(model, "head", None)
     if task == "det" and getattr(head, "thresh", None) is not None:
         raise ArtifactError(
@@ -224,7 +225,7 @@ def prune_model(
     bytes_before = onnx_bytes(model, task) if measure_onnx else None
 
     skipped = 0
-    if cfg.ratio > 0:
+    if ratio > 0:
         frozen = _frozen_modules(ignored)
         with warnings.catch_warnings():
             # PP-LCNetV3's LearnableAffineBlock holds 1-element scale/bias: nothing to prune there.
@@ -234,7 +235,7 @@ def prune_model(
                 example,
                 importance=tp.importance.MagnitudeImportance(p=1),
                 global_pruning=cfg.mode == "global",
-                pruning_ratio=cfg.ratio,
+                pruning_ratio=ratio,
                 max_pruning_ratio=_MAX_GROUP_RATIO,
                 ignored_layers=list(ignored),
                 round_to=cfg.round_to if cfg.round_to > 1 else None,
@@ -284,16 +285,16 @@ def prune_model(
         "pruned_layers": pruned,
         "groups_skipped": skipped,
         "ignored": [names[id(m)] for m in ignored],
-        "config": {"ratio": cfg.ratio, "mode": cfg.mode, "ignore": list(cfg.ignore(task)), "round_to": cfg.round_to},
+        "config": {"ratio": ratio, "mode": cfg.mode, "ignore": list(cfg.ignore(task)), "round_to": cfg.round_to},
     }
     if measure_onnx:
-        bytes_after = onnx_bytes(model, task) if cfg.ratio > 0 else bytes_before
+        bytes_after = onnx_bytes(model, task) if ratio > 0 else bytes_before
         report["onnx_bytes_before"] = bytes_before
         report["onnx_bytes_after"] = bytes_after
-        if cfg.ratio > 0 and bytes_after is not None and bytes_before is not None and bytes_after >= bytes_before:
+        if ratio > 0 and bytes_after is not None and bytes_before is not None and bytes_after >= bytes_before:
             raise ArtifactError(
                 f"prune {task}: the ONNX file did not shrink ({bytes_before} -> {bytes_after} bytes) at ratio "
-                f"{cfg.ratio}. Check {key}: it may protect every prunable group."
+                f"{ratio}. Check {key}: it may protect every prunable group."
             )
     report["seconds"] = round(time.perf_counter() - start, 2)
     return report

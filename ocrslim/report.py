@@ -121,16 +121,88 @@ def _get(d: dict[str, Any], *keys: str) -> Any:
     return d
 
 
-def summary_report(eval_files: dict[str, str | Path], bench_file: str | Path, prune_files: dict[str, str | Path],
-                   out_dir: str | Path) -> Path:
-    """Write ``summary.md`` (the variant table, pruning table) and PNG plots into ``out_dir``.
+# Evaluated variants (metrics/eval_<name>.json) and the bench rows that give their size/speed.
+VARIANTS: tuple[tuple[str, str, str], ...] = (
+    # (eval name, bench name, label in the table)
+    ("teacher", "teacher_torch", "teacher, PyTorch FP32"),
+    ("teacher", "teacher_onnx", "teacher, ONNX Runtime FP32"),
+    ("teacher", "teacher_mnn", "teacher, MNN FP32"),
+    ("pruned", "", "pruned, no KD (ONNX Runtime)"),
+    ("student", "student_mnn", "student, MNN FP32"),
+    ("bundle", "bundle", "bundle (shipped)"),
+)
+# summary.json variant → (eval name, bench name): latency and size of the teacher are its MNN FP32 build,
+# the runtime the bundle uses, so ratios compare models, not runtimes.
+SUMMARY = {"teacher": ("teacher", "teacher_mnn"), "pruned": ("pruned", ""), "student": ("student", "student_mnn"),
+           "bundle": ("bundle", "bundle")}
 
-    Args:
-        eval_files: ``{variant: metrics json of the evaluate stage}``.
-        bench_file: metrics json of the bench stage (``{variant: {det|rec: {size_mb, p50_ms, ...}}}``).
-        prune_files: ``{task: metrics/prune_<task>.json}``.
-        out_dir: where ``summary.md``, ``size_vs_accuracy.png`` and ``latency_vs_accuracy.png`` go.
+
+def _read(path: str | Path | None) -> dict[str, Any]:
+    if path is None or not Path(path).is_file():
+        return {}
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _params_m(prune: dict[str, dict[str, Any]], key: str) -> float | None:
+    vals = [prune.get(t, {}).get(key) for t in ("det", "rec")]
+    return None if any(v is None for v in vals) else round(sum(vals) / 1e6, 3)
+
+
+def variant_row(ev: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any]:
+    """Flat numbers of one variant: size/latency/memory from its bench entry, accuracy from its eval."""
+    def total(key: str) -> float | None:
+        vals = [_get(bench, t, key) for t in ("det", "rec")]
+        return None if not bench or any(v is None for v in vals) else round(sum(vals), 3)
+
+    rss = [_get(bench, t, "peak_rss_mb") for t in ("det", "rec")]
+    row = {
+        "size_mb": total("size_mb"), "latency_ms": total("p50_ms"), "latency_p90_ms": total("p90_ms"),
+        "peak_rss_mb": max(rss) if bench and all(v is not None for v in rss) else None,
+        "det_hmean": _get(ev, "sroie_dev", "det", "hmean"), "e2e_f1": _get(ev, "sroie_dev", "e2e", "f1"),
+        "rec_acc": _get(ev, "ic15_words_dev", "rec", "accuracy_ci_alnum"),
+        "sroie_rec_acc": _get(ev, "sroie_dev", "rec", "accuracy_ci_alnum"),
+        "synth_det_hmean": _get(ev, "synth_test", "det", "hmean"),
+        "synth_rec_1ned": _get(ev, "synth_test", "rec", "one_minus_ned"),
+    }
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def summary_metrics(evals: dict[str, str | Path], bench_file: str | Path, prune_files: dict[str, str | Path],
+                    quant_files: dict[str, str | Path] | None = None) -> dict[str, dict[str, Any]]:
+    """``metrics/summary.json``: ``{teacher|pruned|student|bundle: {size_mb, params_m, latency_ms, ...}}``.
+
+    Keys are flat and stable so ``dvc metrics diff`` / ``dvc exp show`` and ``ocrslim select`` read them;
+    a number that was not measured is absent, never 0.
     """
+    bench = _read(bench_file)
+    prune = {t: _read(p) for t, p in prune_files.items()}
+    quant = {t: _read(p) for t, p in (quant_files or {}).items()}
+    out: dict[str, dict[str, Any]] = {}
+    for name, (ev_name, bench_name) in SUMMARY.items():
+        if ev_name not in evals or not Path(evals[ev_name]).is_file():
+            continue
+        row = variant_row(_read(evals[ev_name]), bench.get(bench_name, {}) if bench_name else {})
+        row["params_m"] = _params_m(prune, "params_before" if name == "teacher" else "params_after")
+        if name == "bundle":
+            for t in ("det", "rec"):
+                if quant.get(t, {}).get("precision"):
+                    row[f"{t}_precision"] = quant[t]["precision"]
+        out[name] = {k: v for k, v in row.items() if v is not None}
+    return out
+
+
+def _pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats (x lower-or-equal and y higher-or-equal, one strictly)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for x2, y2 in points):
+            front.append(i)
+    return front
+
+
+def tradeoff_plot(rows: list[dict[str, Any]], key: str, xlabel: str, out: str | Path, ykey: str = "e2e_f1",
+                  ylabel: str = "SROIE end-to-end F1") -> Path:
+    """Scatter of ``rows`` (each with ``name``, ``key``, ``ykey``), Pareto front drawn and labelled."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,71 +210,133 @@ def summary_report(eval_files: dict[str, str | Path], bench_file: str | Path, pr
 
     from ocrslim.fsutil import atomic_path
 
-    bench = json.loads(Path(bench_file).read_text(encoding="utf-8"))
-    rows = []
-    for name, path in eval_files.items():
-        ev = json.loads(Path(path).read_text(encoding="utf-8"))
-        b = bench.get(name, {})
-        size = sum(_get(b, t, "size_mb") or 0.0 for t in ("det", "rec"))
-        lat = sum(_get(b, t, "p50_ms") or 0.0 for t in ("det", "rec"))
-        rss = max(_get(b, t, "peak_rss_mb") or 0.0 for t in ("det", "rec"))
-        rows.append({
-            "name": name, "size": size, "lat": lat, "rss": rss,
-            "f1": _get(ev, "sroie_dev", "e2e", "f1"), "hmean": _get(ev, "sroie_dev", "det", "hmean"),
-            "ic15": _get(ev, "ic15_words_dev", "rec", "accuracy_ci_alnum"),
-            "sroie_rec": _get(ev, "sroie_dev", "rec", "accuracy_ci_alnum"),
-            "synth": _get(ev, "synth_test", "rec", "one_minus_ned"),
-        })
+    pts = [r for r in rows if r.get(key) is not None and r.get(ykey) is not None]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    front = _pareto([(r[key], r[ykey]) for r in pts])
+    for i, r in enumerate(pts):
+        on = i in front
+        ax.scatter(r[key], r[ykey], s=60 if on else 35, c="tab:red" if on else "tab:blue", zorder=3)
+        ax.annotate(r["name"], (r[key], r[ykey]), textcoords="offset points", xytext=(6, 4 + 10 * (i % 3)),
+                    fontsize=8)
+    if len(front) > 1:
+        fp = sorted((pts[i][key], pts[i][ykey]) for i in front)
+        ax.plot([p[0] for p in fp], [p[1] for p in fp], "--", c="tab:red", lw=1, label="Pareto front", zorder=2)
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(left=0)  # sizes and latencies compare as ratios: start the axis at zero
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(out)
 
-    def f(v: float | None, digits: int = 3) -> str:
+
+def summary_report(evals: dict[str, str | Path], bench_file: str | Path, prune_files: dict[str, str | Path],
+                   out_dir: str | Path, distill_files: dict[str, str | Path] | None = None,
+                   quant_files: dict[str, str | Path] | None = None,
+                   summary_json: str | Path | None = None) -> Path:
+    """Write ``summary.md``, ``size_vs_accuracy.png``, ``latency_vs_accuracy.png`` (and ``summary_json``).
+
+    Args:
+        evals: ``{teacher|pruned|student|bundle: metrics/eval_<name>.json}`` (missing ones are skipped).
+        bench_file: the bench stage's ``{variant: {det|rec: {size_mb, p50_ms, p90_ms, peak_rss_mb}}}``.
+        prune_files, distill_files, quant_files: ``{task: metrics json}`` of those stages.
+        out_dir: directory of the Markdown report and plots.
+        summary_json: where to write :func:`summary_metrics` (``metrics/summary.json`` in the DAG).
+    """
+    from ocrslim.fsutil import atomic_path, write_json
+
+    bench = _read(bench_file)
+    prune = {t: _read(p) for t, p in prune_files.items()}
+    distill = {t: _read(p) for t, p in (distill_files or {}).items()}
+    quant = {t: _read(p) for t, p in (quant_files or {}).items()}
+    summary = summary_metrics(evals, bench_file, prune_files, quant_files)
+
+    def f(v: Any, digits: int = 3) -> str:
         return "–" if v is None else f"{v:.{digits}f}"
+
+    rows = []
+    for ev_name, bench_name, label in VARIANTS:
+        if ev_name not in evals or not Path(evals[ev_name]).is_file():
+            continue
+        b = bench.get(bench_name, {}) if bench_name else {}
+        if bench_name and not b:
+            continue
+        row = variant_row(_read(evals[ev_name]), b)
+        row["name"] = label
+        row["params_m"] = summary.get(ev_name, {}).get("params_m")
+        rows.append(row)
 
     lines = [
         "# ocrslim summary",
         "",
-        "Written by the `report` stage of `dvc repro` from `metrics/*.json`. Size is det + rec model files;",
-        "latency is det (1×3×736×736) + rec (6×3×48×320) median on this host's CPU (`metrics/bench.json`);",
-        "peak memory is the larger of the two models' peak RSS in a fresh process. Accuracy on the real dev",
-        "sets: SROIE end-to-end F1 and detection hmean, word accuracy (case-insensitive alphanumeric) on",
-        "ICDAR 2015 and SROIE lines, and 1−NED on the synthetic Chinese/English test split.",
+        "Written by the `report` stage of `dvc repro` from `metrics/*.json` (numbers also in `metrics/summary.json`).",
         "",
-        "| variant | size (MB) | latency (ms) | peak memory (MB) | SROIE e2e F1 | SROIE det hmean | "
-        "IC15 rec acc | SROIE rec acc | synth 1−NED |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "- **size**: det + rec model files. **latency**: det (1×3×736×736) + rec (6×3×48×320) median and p90",
+        "  over the bench runs on this host's CPU, 2 threads. **peak memory**: the larger of the two models'",
+        "  peak RSS in a fresh process. Host x86 figures: phones (ARM, int8 dot products) behave differently.",
+        "- **accuracy** on the real dev sets: SROIE detection hmean and end-to-end F1, word accuracy",
+        "  (case-insensitive alphanumeric) on ICDAR 2015 words; on the synthetic Chinese/English test split,",
+        "  detection hmean and 1−NED. The teacher's three runtimes share one evaluation (ONNX Runtime); the",
+        "  export/convert parity gates bound their differences.",
+        "",
+        "| variant | params (M) | size (MB) | latency p50 / p90 (ms) | peak memory (MB) | SROIE det hmean | "
+        "SROIE e2e F1 | IC15 rec acc | synth det hmean | synth 1−NED |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['name']} | {f(r['size'], 2)} | {f(r['lat'], 1)} | {f(r['rss'], 0)} | {f(r['f1'])} | "
-                     f"{f(r['hmean'])} | {f(r['ic15'])} | {f(r['sroie_rec'])} | {f(r['synth'])} |")
-    if prune_files:
-        lines += ["", "## Structured pruning (before → after, no accuracy recovery yet)", "",
-                  "| task | ratio | params | MACs | ONNX MB |", "|---|---:|---:|---:|---:|"]
-        for task, path in prune_files.items():
-            m = json.loads(Path(path).read_text(encoding="utf-8"))
+        lat = "–" if r["latency_ms"] is None else f"{r['latency_ms']:.1f} / {r['latency_p90_ms']:.1f}"
+        lines.append(
+            f"| {r['name']} | {f(r['params_m'], 2)} | {f(r['size_mb'], 2)} | {lat} | {f(r['peak_rss_mb'], 0)} | "
+            f"{f(r['det_hmean'])} | {f(r['e2e_f1'])} | {f(r['rec_acc'])} | {f(r['synth_det_hmean'])} | "
+            f"{f(r['synth_rec_1ned'])} |"
+        )
+    t, b = summary.get("teacher", {}), summary.get("bundle", {})
+    if t and b:
+        lines += ["", "**Bundle vs teacher (MNN FP32):** " + ", ".join(
+            s for s in (
+                f"size ×{t['size_mb'] / b['size_mb']:.1f} smaller" if t.get("size_mb") and b.get("size_mb") else "",
+                f"latency ×{t['latency_ms'] / b['latency_ms']:.2f}" if t.get("latency_ms") and b.get("latency_ms")
+                else "",
+                f"params ×{t['params_m'] / b['params_m']:.2f} fewer" if t.get("params_m") and b.get("params_m")
+                else "",
+                f"SROIE e2e F1 {100 * (b['e2e_f1'] - t['e2e_f1']):+.1f} points" if "e2e_f1" in t and "e2e_f1" in b
+                else "",
+                f"IC15 rec acc {100 * (b['rec_acc'] - t['rec_acc']):+.1f} points" if "rec_acc" in t and "rec_acc" in b
+                else "",
+            ) if s) + "."]
+    if prune:
+        lines += ["", "## Compression steps", "",
+                  "| task | prune ratio | params | MACs | ONNX MB | distill steps | CPU min | val (synthetic) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for task, m in prune.items():
+            d = distill.get(task, {})
+            val = ", ".join(f"{k[4:]} {v:.3f}" for k, v in d.items()
+                            if k in ("val_hmean", "val_accuracy", "val_one_minus_ned") and isinstance(v, float))
             lines.append(
-                f"| {task} | {m['ratio']} | {m['params_before'] / 1e6:.2f} M → {m['params_after'] / 1e6:.2f} M | "
+                f"| {task} | {m.get('ratio')} | {m['params_before'] / 1e6:.2f} M → {m['params_after'] / 1e6:.2f} M | "
                 f"{m['macs_before'] / 1e6:.0f} M → {m['macs_after'] / 1e6:.0f} M | "
-                f"{m['onnx_bytes_before'] / 2**20:.2f} → {m['onnx_bytes_after'] / 2**20:.2f} |"
+                f"{m['onnx_bytes_before'] / 2**20:.2f} → {m['onnx_bytes_after'] / 2**20:.2f} | "
+                f"{d.get('steps', '–')} | {d.get('cpu_minutes', '–')} | {val or '–'} |"
             )
+    if quant:
+        lines += ["", "## Quantization (MNN, gated against the student's MNN FP32 build)", "",
+                  "| task | precision | size (MB) | float layers | gate |", "|---|---|---:|---:|---|"]
+        for task, q in quant.items():
+            drops = ", ".join(f"{k[5:]} {v:+.2f}" for k, v in q.items() if k.startswith("drop_")
+                              and isinstance(v, (int, float)))
+            lines.append(f"| {task} | {q.get('precision', '–')} | {f(q.get('size_mb'), 2)} | "
+                         f"{q.get('float_layers', '–')} | drop (points) {drops or '–'} |")
     lines += ["", "![size vs accuracy](size_vs_accuracy.png) ![latency vs accuracy](latency_vs_accuracy.png)", ""]
 
     out_dir = Path(out_dir)
-    for key, label, fname in (("size", "model size, det + rec (MB)", "size_vs_accuracy.png"),
-                              ("lat", "latency, det + rec p50 (ms, host CPU)", "latency_vs_accuracy.png")):
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for i, r in enumerate(rows):
-            if r["f1"] is not None:
-                ax.scatter(r[key], r["f1"], s=40)
-                # stagger labels: variants of one model often sit on the same point
-                ax.annotate(r["name"], (r[key], r["f1"]), textcoords="offset points", xytext=(6, 6 + 11 * i),
-                            fontsize=8, arrowprops={"arrowstyle": "-", "lw": 0.5})
-        ax.set_xlim(left=0)  # sizes and latencies compare as ratios: start the axis at zero
-        ax.set_xlabel(label)
-        ax.set_ylabel("SROIE end-to-end F1")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        with atomic_path(out_dir / fname) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        plt.close(fig)
+    plot_rows = [r for r in rows if "PyTorch" not in r["name"] and "ONNX Runtime" not in r["name"]]
+    tradeoff_plot(plot_rows, "size_mb", "model size, det + rec (MB)", out_dir / "size_vs_accuracy.png")
+    tradeoff_plot(plot_rows, "latency_ms", "latency, det + rec p50 (ms, host CPU)", out_dir / "latency_vs_accuracy.png")
     with atomic_path(out_dir / "summary.md") as tmp:
         tmp.write_text("\n".join(lines), encoding="utf-8")
+    if summary_json is not None:
+        write_json(summary_json, summary)
     return out_dir / "summary.md"

@@ -1,6 +1,7 @@
 """Stage ``bench``: size, latency (p50/p90) and peak RSS of every model variant, on this host's CPU.
 
-Reads:  params.yaml:bench; the teacher's .pt, .onnx and .mnn files built by the DAG.
+Reads:  params.yaml:bench; the teacher's .pt, .onnx and .mnn files, the student's MNN FP32 build and
+        the bundle's models, as built by the DAG.
 Writes: metrics/bench.json = {variant: {det|rec: {size_mb, p50_ms, p90_ms, peak_rss_mb}}}.
 Host-CPU figures: phones (ARM, int8 dot products) behave differently; see the README.
 """
@@ -19,8 +20,10 @@ from ocrslim.stage import run_main, stage_parser  # noqa: E402
 
 VARIANTS = {
     "teacher_torch": {"det": "artifacts/teacher/det.pt", "rec": "artifacts/teacher/rec.pt"},
-    "teacher_onnx": {"det": "artifacts/onnx/det.onnx", "rec": "artifacts/onnx/rec.onnx"},
-    "teacher_mnn": {"det": "artifacts/mnn/det.mnn", "rec": "artifacts/mnn/rec.mnn"},
+    "teacher_onnx": {"det": "artifacts/onnx/teacher_det.onnx", "rec": "artifacts/onnx/teacher_rec.onnx"},
+    "teacher_mnn": {"det": "artifacts/mnn/teacher_det.mnn", "rec": "artifacts/mnn/teacher_rec.mnn"},
+    "student_mnn": {"det": "artifacts/mnn/student_det.mnn", "rec": "artifacts/mnn/student_rec.mnn"},
+    "bundle": {"det": "artifacts/bundle/det.mnn", "rec": "artifacts/bundle/rec.mnn"},
 }
 
 

@@ -1,7 +1,10 @@
-"""Stage ``report``: reports/summary.md (variant | size | latency | peak memory | accuracy) and plots.
+"""Stage ``report``: reports/summary.md (variant | params | size | latency | peak memory | accuracy), plots,
+and metrics/summary.json (flat per-variant numbers for ``dvc metrics diff`` and ``ocrslim select``).
 
-Reads:  metrics/teacher_{torch,onnx,mnn}.json (evaluate), metrics/bench.json, metrics/prune_*.json.
-Writes: reports/summary.md, reports/size_vs_accuracy.png, reports/latency_vs_accuracy.png.
+Reads:  metrics/eval_{teacher,pruned,student,bundle}.json (evaluate), metrics/bench.json,
+        metrics/{prune,distill,quantize}_{det,rec}.json.
+Writes: reports/summary.md, reports/size_vs_accuracy.png, reports/latency_vs_accuracy.png,
+        metrics/summary.json.
 """
 
 from __future__ import annotations
@@ -14,15 +17,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ocrslim.report import summary_report  # noqa: E402
 from ocrslim.stage import run_main, stage_parser  # noqa: E402
 
+TASKS = ("det", "rec")
+
 
 def main(argv: list[str] | None = None) -> int:
     p = stage_parser(__doc__)
     p.add_argument("--out", default="reports")
+    p.add_argument("--summary", default="metrics/summary.json")
     args = p.parse_args(argv)
-    evals = {v: f"metrics/{v}.json" for v in ("teacher_torch", "teacher_onnx", "teacher_mnn")}
-    prune = {t: f"metrics/prune_{t}.json" for t in ("det", "rec")}
-    path = summary_report(evals, "metrics/bench.json", prune, args.out)
-    print(f"report: {path}")
+    path = summary_report(
+        {v: f"metrics/eval_{v}.json" for v in ("teacher", "pruned", "student", "bundle")},
+        "metrics/bench.json",
+        {t: f"metrics/prune_{t}.json" for t in TASKS},
+        args.out,
+        distill_files={t: f"metrics/distill_{t}.json" for t in TASKS},
+        quant_files={t: f"metrics/quantize_{t}.json" for t in TASKS},
+        summary_json=args.summary,
+    )
+    print(f"report: {path}, {args.summary}")
     return 0
 
 

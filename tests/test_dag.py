@@ -1,6 +1,7 @@
 """`dvc repro` of the tiny profile in a temporary git repo, with the network unavailable.
 
-The whole DAG (teacher → export → convert → evaluate) runs, writes its metrics, and a second
+The whole DAG (data → calibrate → teacher → prune → distill → export → convert → quantize → bundle →
+evaluate → bench → report) runs, writes its metrics, and a second
 `dvc repro` does nothing. Every Python process of the run loads tests/netguard/sitecustomize.py,
 which blocks and logs any name lookup or non-local connection; where the kernel allows it, the
 run is also put in a fresh network namespace (`unshare -n`) with no interfaces at all.
@@ -85,25 +86,36 @@ def test_tiny_dvc_repro_offline_then_noop(tmp_path):
 
     first = _run(dvc + ["repro"], work, env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for path in ("artifacts/teacher/det.pt", "artifacts/onnx/rec.onnx", "artifacts/mnn/det.mnn",
-                 "artifacts/mnn/rec.mnn.json"):
+    for path in ("artifacts/teacher/det.pt", "artifacts/pruned/rec.pt", "artifacts/student/det.pt",
+                 "artifacts/onnx/student_rec.onnx", "artifacts/mnn/student_det.mnn", "artifacts/quant/rec.mnn.json",
+                 "artifacts/bundle/det.mnn", "artifacts/bundle/rec.mnn", "artifacts/bundle/dict.txt",
+                 "runs/distill/rec/ckpt/last.pt"):
         assert (work / path).is_file(), path
-    variants = {}
-    for name in ("teacher_torch", "teacher_onnx", "teacher_mnn"):
-        m = json.loads((work / "metrics" / f"{name}.json").read_text())["data"]  # set name: the data folder
-        variants[name] = m
-        assert m["rec"]["samples"] == 2 and m["skipped"] == 1  # the unreadable crop is counted, not scored
-        assert m["rec"]["accuracy_ci_alnum"] == 1.0
-        assert m["det"]["hmean"] == 1.0
-    # the three runners agree on every metric of the tiny sets
-    flat = [json.dumps(v, sort_keys=True) for v in variants.values()]
-    assert len(set(flat)) == 1
+    teacher = json.loads((work / "metrics" / "eval_teacher.json").read_text())["data"]  # set name: the folder
+    assert teacher["rec"]["samples"] == 2 and teacher["skipped"] == 1  # the unreadable crop counted, not scored
+    assert teacher["rec"]["accuracy_ci_alnum"] == 1.0 and teacher["det"]["hmean"] == 1.0
     assert "unreadable.png: unreadable image, skipped." in first.stdout + first.stderr
+    for name in ("pruned", "student", "bundle"):  # every variant scored on the same sets
+        assert set(json.loads((work / "metrics" / f"eval_{name}.json").read_text())["data"]) >= {"det", "rec"}
+    manifest = json.loads((work / "artifacts" / "bundle" / "manifest.json").read_text())
+    for task in ("det", "rec"):
+        assert manifest[task]["precision"] in ("int8", "int8-weights", "fp16", "fp32")
+        assert manifest[task]["precision"] == json.loads(
+            (work / "metrics" / f"quantize_{task}.json").read_text())["precision"]
     bench = json.loads((work / "metrics" / "bench.json").read_text())
-    assert set(bench) == set(variants) and all(bench[v]["det"]["p50_ms"] > 0 for v in bench)
-    summary = (work / "reports" / "summary.md").read_text()
-    assert "| teacher_mnn |" in summary and (work / "reports" / "size_vs_accuracy.png").stat().st_size
-    export = json.loads((work / "metrics" / "export_rec.json").read_text())
+    assert set(bench) == {"teacher_torch", "teacher_onnx", "teacher_mnn", "student_mnn", "bundle"}
+    assert all(bench[v]["det"]["p50_ms"] > 0 for v in bench)
+    summary = json.loads((work / "metrics" / "summary.json").read_text())
+    assert summary["teacher"]["e2e_f1"] == 1.0 and summary["bundle"]["size_mb"] > 0
+    assert summary["bundle"]["params_m"] < summary["teacher"]["params_m"]
+    report = (work / "reports" / "summary.md").read_text()
+    assert "| bundle (shipped) |" in report and (work / "reports" / "size_vs_accuracy.png").stat().st_size
+    distill = json.loads((work / "metrics" / "distill_det.json").read_text())
+    assert distill["steps"] == params["distill"]["steps"] and distill["mode"] == "distill"
+    page = str(det / "images" / "page.png")
+    read = _run([sys.executable, "-m", "ocrslim", "read", "--bundle", "artifacts/bundle", page], work, env)
+    assert read.returncode == 0 and "page.png" in read.stdout, read.stderr[-2000:]
+    export = json.loads((work / "metrics" / "export_teacher_rec.json").read_text())
     assert export["max_abs_diff"] <= params["export"]["rec_tol"]
 
     second = _run(dvc + ["repro"], work, env)
