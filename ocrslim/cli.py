@@ -1,4 +1,4 @@
-"""Command line: ``ocrslim read``, ``ocrslim eval``, ``ocrslim zoo``.
+"""Command line: ``ocrslim read``, ``ocrslim eval``, ``ocrslim zoo``, ``ocrslim select``.
 
 A model argument is a zoo name, ``onnx:<path>``, or a .pt / .onnx / .mnn file; the runner
 follows from it. User mistakes print one line and exit 1; bugs keep their traceback.
@@ -178,6 +178,27 @@ def cmd_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_select(args: argparse.Namespace) -> int:
+    from ocrslim import select as sl
+    from ocrslim.errors import ConfigError
+
+    if args.max_drop < 0:
+        raise ConfigError(f"--max-drop {args.max_drop:g}: negative. Pass the allowed drop in points, e.g. 1.0.")
+    rows = sl.parse_exp_show(sl.exp_show(args.repo, args.all_commits))
+    sel = sl.choose(rows, args.metric, args.objective, args.max_drop)
+    print(json.dumps(sl.selection_json(sel), indent=2) if args.json else sl.format_selection(sel))
+    if args.plot:
+        print(f"Pareto plot: {sl.pareto_plot(sel, args.plot)}")
+    if sel.pick is None:
+        raise ConfigError(sl.no_fit_message(sel))
+    if args.apply:
+        if sel.pick.row.kind == "baseline":
+            print(f"{sel.pick.row.name} is the committed baseline, not an experiment: nothing to apply.")
+        else:
+            sl.exp_apply(sel.pick.row.name, args.repo)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocrslim", description="Mobile OCR compression pipeline tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pages", type=int, default=3)
     p.add_argument("--lines", type=int, default=12)
     p.set_defaults(func=cmd_samples)
+
+    p = sub.add_parser("select", help="pick the fastest/smallest DVC experiment within an accuracy budget")
+    p.add_argument("--max-drop", type=float, default=1.0, help="allowed drop below the teacher, points (default 1.0)")
+    p.add_argument("--objective", choices=("latency", "size"), default="latency",
+                   help="minimise bundle latency_ms or size_mb (tie: higher metric)")
+    p.add_argument("--metric", choices=("e2e_f1", "det_hmean", "rec_acc"), default="e2e_f1",
+                   help="accuracy metric of metrics/summary.json (default e2e_f1)")
+    p.add_argument("--apply", action="store_true", help="dvc exp apply the pick (overwrites workspace changes)")
+    p.add_argument("--json", action="store_true", help="print the selection as JSON")
+    p.add_argument("--repo", default=".", help="DVC repository (default: .)")
+    p.add_argument("--all-commits", action="store_true", help="experiments of every commit (dvc exp show -A)")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="write every experiment's bundle objective vs metric, Pareto front and pick marked")
+    p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("zoo", help="list the registered pretrained models")
     p.set_defaults(func=cmd_zoo)

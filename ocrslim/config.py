@@ -345,6 +345,8 @@ class PruneConfig:
     # stream) and the CTC head.
     ignore_rec: tuple[str, ...] = ("neck.svtr_block.*", "neck.norm", "head.*")
     round_to: int = 8  # keep widths SIMD-friendly (1 = no rounding)
+    # fold the mean activation of each removed channel into the next layer's bias (measured on rendered text)
+    compensate: bool = True
     det_size: tuple[int, int] = (640, 640)  # (H, W) of the det input traced and used to count MACs
     rec_width: int = 320  # width of the 48×W rec input traced and used to count MACs
 
@@ -468,3 +470,68 @@ class BenchConfig:
         _check(self.threads >= 1, "bench.threads", "must be >= 1")
         _check(all(v % 32 == 0 and v > 0 for v in self.det_shape), "bench.det_shape", "must be multiples of 32")
         _check(self.rec_batch >= 1 and self.rec_width % 8 == 0, "bench.rec_batch/rec_width", "must be >= 1 / /8")
+
+
+# --------------------------------------------------------------------------------------------
+# Accuracy-aware MNN quantization
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class QuantizeConfig:
+    """MNN INT8 quantization gated on accuracy, with layer repair and fallbacks (``quantize`` stage).
+
+    Full INT8 is tried first; a candidate passes when its metric on every gate set is at most
+    ``max_drop`` points below the MNN FP32 model's. A failing KL/ADMM candidate is repaired by
+    keeping its most sensitive layer groups float; then the ``fallbacks`` are tried in order.
+    """
+
+    method_det: str = "KL"  # mnnquant feature method: KL | EMA | ADMM (EMA ignores skip lists: no repair)
+    method_rec: str = "KL"
+    gate_det: tuple[str, ...] = ("../shared/data/sroie_dev", "data/synth/det/val")
+    gate_rec: tuple[str, ...] = ("../shared/data/ic15_words_dev", "../shared/data/sroie_dev", "data/synth/rec/val")
+    limit_det: int = 10  # first N pages of each det gate set
+    limit_rec: int = 100  # first N crops of each rec gate set
+    rec_metric: str = "accuracy"  # accuracy (exact) | accuracy_ci_alnum | one_minus_ned
+    max_drop: float = 1.0  # points (100 x metric) a candidate may lose against MNN FP32 on any gate set
+    max_repairs: int = 2  # re-quantizations with more layer groups kept float
+    repair_groups: int = 2  # layer groups kept float per repair
+    group_depth: int = 3  # op-name path components that make a layer group (/backbone/blocks2/blocks2.0)
+    keep_float_det: tuple[str, ...] = ()  # op-name globs kept float from the start
+    keep_float_rec: tuple[str, ...] = ()
+    sensitivity_images: int = 2  # gate inputs (det pages / rec batches) the per-layer error is measured on
+    screen_error: float = 0.5  # output rel. error vs FP32 above which a candidate skips the gate (broken)
+    calib_images: int | None = 16  # calibration images mnnquant uses (at most the quant JSON's); null = all
+    fallbacks: tuple[str, ...] = ("int8-weights", "fp16", "fp32")  # tried in order when INT8 fails
+    threads: int = 2  # MNN runtime threads for gate and sensitivity runs
+
+    def __post_init__(self) -> None:
+        for task in ("det", "rec"):
+            _check(self.method(task) in ("KL", "EMA", "ADMM"), f"quantize.method_{task}",
+                   f"is {self.method(task)!r}, must be KL, EMA or ADMM")
+            _check(len(self.gate(task)) >= 1, f"quantize.gate_{task}", "needs at least one gate set")
+            _check(self.limit(task) >= 1, f"quantize.limit_{task}", "must be >= 1")
+        _check(self.rec_metric in ("accuracy", "accuracy_ci_alnum", "one_minus_ned"), "quantize.rec_metric",
+               f"is {self.rec_metric!r}, must be accuracy, accuracy_ci_alnum or one_minus_ned")
+        _check(0.0 <= self.max_drop <= 100.0, "quantize.max_drop", f"is {self.max_drop}, must be in 0..100 points")
+        _check(self.max_repairs >= 0, "quantize.max_repairs", "must be >= 0")
+        _check(self.repair_groups >= 1, "quantize.repair_groups", "must be >= 1")
+        _check(1 <= self.group_depth <= 8, "quantize.group_depth", "must be in 1..8")
+        _check(self.sensitivity_images >= 1, "quantize.sensitivity_images", "must be >= 1")
+        _check(self.screen_error > 0, "quantize.screen_error", "must be > 0")
+        _check(self.calib_images is None or self.calib_images >= 1, "quantize.calib_images", "must be >= 1 or null")
+        bad = [f for f in self.fallbacks if f not in ("int8-weights", "fp16", "fp32")]
+        _check(not bad, "quantize.fallbacks", f"has {bad}, allowed: int8-weights, fp16, fp32")
+        _check(len(set(self.fallbacks)) == len(self.fallbacks), "quantize.fallbacks", "has duplicates")
+        _check(self.threads >= 1, "quantize.threads", "must be >= 1")
+
+    def method(self, task: str) -> str:
+        """The mnnquant feature method of ``task`` ("det" or "rec")."""
+        return self.method_det if task == "det" else self.method_rec
+
+    def gate(self, task: str) -> tuple[str, ...]:
+        return self.gate_det if task == "det" else self.gate_rec
+
+    def limit(self, task: str) -> int:
+        return self.limit_det if task == "det" else self.limit_rec
+
+    def keep_float(self, task: str) -> tuple[str, ...]:
+        return self.keep_float_det if task == "det" else self.keep_float_rec

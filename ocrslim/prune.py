@@ -25,13 +25,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ocrslim.config import PruneConfig
 from ocrslim.errors import ArtifactError, ConfigError
 
-__all__ = ["count_params_macs", "example_input", "onnx_bytes", "prune_metrics", "prune_model", "resolve_ignored"]
+__all__ = [
+    "calibration_input", "count_params_macs", "example_input", "onnx_bytes", "prune_metrics", "prune_model",
+    "resolve_ignored",
+]
 
 _TASKS = ("det", "rec")
 
@@ -160,6 +164,60 @@ class _GroupsAvoiding:
                 yield group
 
 
+def calibration_input(task: str, n: int = 8) -> torch.Tensor:
+    """Rendered text (not noise), normalised as PP-OCR does, for the activation means of
+    :func:`prune_model`'s bias compensation: det n×3×320×320 pages, rec n×3×48×320 lines."""
+    from ocrslim.data.probe import text_image
+
+    _check_task(task)
+    h, w = (320, 320) if task == "det" else (48, 320)
+    imgs = [text_image(h, w, seed=i) for i in range(n)]
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1.0  # (x / 255 - 0.5) / 0.5, the PP-OCR mean/std both models use
+
+
+def _input_means(model: nn.Module, x: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Per-channel mean of the input of every dense (groups=1) conv and linear layer on ``x``."""
+    means: dict[int, torch.Tensor] = {}
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], _out: Any) -> None:
+        t = inputs[0].detach()
+        means[id(module)] = t.mean(dim=(0, 2, 3)) if t.ndim == 4 else t.reshape(-1, t.shape[-1]).mean(0)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)]
+    try:
+        _forward(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return means
+
+
+def _compensate(group: Any, graph: Any, means: dict[int, torch.Tensor]) -> int:
+    """Fold the mean contribution of the input channels a group removes into each consumer's bias.
+
+    A channel with small weights is not a silent one: its output is about its (fused-BN) bias, a
+    constant the next layer depends on. Removing it without this shifts every downstream layer
+    (measured on PP-OCRv4 rec: 10% of backbone channels, 1−NED 0.98 → 0.00). With it, only the
+    channel's variation around its mean is lost. Returns the number of layers adjusted.
+    """
+    done = 0
+    with torch.no_grad():
+        for dep, idxs in group.items:
+            layer = dep.target.module
+            if id(layer) not in means or not graph.is_in_channel_pruning_fn(dep.handler):
+                continue
+            idx = torch.as_tensor(list(idxs), dtype=torch.long)
+            w = layer.weight[:, idx]
+            contrib = (w.sum(dim=(2, 3)) if w.ndim == 4 else w) @ means[id(layer)][idx].to(w.dtype)
+            if layer.bias is None:
+                layer.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=w.dtype))
+            layer.bias.add_(contrib)
+            done += 1
+    return done
+
+
 def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         y = model(x)
@@ -179,7 +237,8 @@ def _out_channels(model: nn.Module) -> dict[str, int]:
 
 
 def prune_model(
-    model: nn.Module, task: str, cfg: PruneConfig, example: torch.Tensor, *, measure_onnx: bool = True
+    model: nn.Module, task: str, cfg: PruneConfig, example: torch.Tensor, *, measure_onnx: bool = True,
+    calib: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Prune ``model`` in place: L1-norm (``MagnitudeImportance(p=1)``) channel groups on the DepGraph.
 
@@ -191,6 +250,8 @@ def prune_model(
         example: input traced by torch-pruning and used for MACs, e.g. det 1×3×64×64, rec 1×3×48×64
             (see :func:`example_input`).
         measure_onnx: export to ONNX before and after to report (and check) the file size.
+        calib: images whose per-channel activation means are folded into the consumers of removed
+            channels (``cfg.compensate``); default :func:`calibration_input`.
 
     Returns:
         A JSON-able report: ``params_before/after``, ``macs_before/after``, ``onnx_bytes_before/after``
@@ -224,7 +285,7 @@ def prune_model(
     shape_before = tuple(_forward(model, example).shape)
     bytes_before = onnx_bytes(model, task) if measure_onnx else None
 
-    skipped = 0
+    skipped = compensated = 0
     if ratio > 0:
         frozen = _frozen_modules(ignored)
         with warnings.catch_warnings():
@@ -248,9 +309,12 @@ def prune_model(
                 pruner.DG.get_out_channels(g[0][0].target.module) // pruner._get_channel_groups(g)
                 for g in groups(ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types)
             )
+            means = _input_means(model, calib if calib is not None else calibration_input(task)) \
+                if cfg.compensate else {}
             for group in pruner.step(interactive=True):
                 if _touches(group, frozen):  # a bug, not a user error: step() rebuilds groups from their roots
                     raise RuntimeError(f"prune {task}: torch-pruning returned a group touching an ignored layer")
+                compensated += _compensate(group, pruner.DG, means) if means else 0
                 group.prune()
             skipped = groups.skipped
         model.zero_grad(set_to_none=True)
@@ -284,8 +348,10 @@ def prune_model(
         "output_shape": list(shape_before),
         "pruned_layers": pruned,
         "groups_skipped": skipped,
+        "layers_compensated": compensated,
         "ignored": [names[id(m)] for m in ignored],
-        "config": {"ratio": ratio, "mode": cfg.mode, "ignore": list(cfg.ignore(task)), "round_to": cfg.round_to},
+        "config": {"ratio": ratio, "mode": cfg.mode, "compensate": cfg.compensate, "ignore": list(cfg.ignore(task)),
+                   "round_to": cfg.round_to},
     }
     if measure_onnx:
         bytes_after = onnx_bytes(model, task) if ratio > 0 else bytes_before

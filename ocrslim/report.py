@@ -201,8 +201,10 @@ def _pareto(points: list[tuple[float, float]]) -> list[int]:
 
 
 def tradeoff_plot(rows: list[dict[str, Any]], key: str, xlabel: str, out: str | Path, ykey: str = "e2e_f1",
-                  ylabel: str = "SROIE end-to-end F1") -> Path:
-    """Scatter of ``rows`` (each with ``name``, ``key``, ``ykey``), Pareto front drawn and labelled."""
+                  ylabel: str = "SROIE end-to-end F1", hlines: dict[str, float] | None = None,
+                  highlight: str | None = None) -> Path:
+    """Scatter of ``rows`` (each with ``name``, ``key``, ``ykey``), Pareto front drawn and labelled;
+    optional labelled horizontal lines (teacher, budget) and one point circled (``highlight``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,9 +220,16 @@ def tradeoff_plot(rows: list[dict[str, Any]], key: str, xlabel: str, out: str | 
         ax.scatter(r[key], r[ykey], s=60 if on else 35, c="tab:red" if on else "tab:blue", zorder=3)
         ax.annotate(r["name"], (r[key], r[ykey]), textcoords="offset points", xytext=(6, 4 + 10 * (i % 3)),
                     fontsize=8)
+    for r in pts:
+        if r["name"] == highlight:
+            ax.scatter(r[key], r[ykey], s=220, facecolors="none", edgecolors="black", lw=1.5, zorder=4,
+                       label=f"picked: {highlight}")
+    for (label, y), style in zip((hlines or {}).items(), (":", "-.", "--")):
+        ax.axhline(y, ls=style, c="gray", lw=1, label=label)
     if len(front) > 1:
         fp = sorted((pts[i][key], pts[i][ykey]) for i in front)
         ax.plot([p[0] for p in fp], [p[1] for p in fp], "--", c="tab:red", lw=1, label="Pareto front", zorder=2)
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xlim(left=0)  # sizes and latencies compare as ratios: start the axis at zero
     ax.set_xlabel(xlabel)

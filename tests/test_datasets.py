@@ -216,3 +216,19 @@ def test_real_dev_sets() -> None:
     assert len(rec) == 1039
     assert all(s.image.is_file() for s in rec)
     assert [s.image.name for s in rec] == sorted(s.image.name for s in rec)
+
+
+def test_relative_sets_resolve_from_a_dvc_experiment_workspace(tmp_path, monkeypatch):
+    """`dvc exp run --queue` runs in <repo>/.dvc/tmp/exps/<run>/: ../shared/data must still be found."""
+    from ocrslim.data.datasets import resolve_data_path
+
+    repo = tmp_path / "repo"
+    shared = tmp_path / "shared" / "data" / "set"
+    shared.mkdir(parents=True)
+    run = repo / ".dvc" / "tmp" / "exps" / "tmpabc"
+    run.mkdir(parents=True)
+    monkeypatch.chdir(run)
+    assert resolve_data_path("../shared/data/set").resolve() == shared.resolve()
+    assert resolve_data_path("../shared/data/missing") == Path("../shared/data/missing")  # reported as given
+    monkeypatch.chdir(repo)
+    assert resolve_data_path("../shared/data/set").resolve() == shared.resolve()  # the ordinary case

@@ -145,3 +145,36 @@ def test_stage_writes_model_and_metrics(teachers: dict[str, nn.Module], tmp_path
     assert meta["characters"] == ["a"] and meta["prune"]["params_after"] == report["params_after"]
     assert report["params_after"] == sum(p.numel() for p in model.parameters()) < report["params_before"]
     assert report["onnx_bytes_after"] < report["onnx_bytes_before"]
+
+
+class _Toy(nn.Module):
+    """conv → ReLU → 1×1 conv → ReLU → head; half of conv1's channels carry only a constant (weights ~0, bias 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.ReLU())
+        self.head = nn.Conv2d(16, 2, 1)
+        with torch.no_grad():
+            conv = self.backbone[0]
+            conv.weight[:8] *= 1e-4  # lowest L1 norm: these are the channels pruning removes
+            conv.bias[:8] = 1.0  # ... yet their output is a constant 1 the next layer relies on
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+@pytest.mark.parametrize("compensate", [False, True])
+def test_bias_compensation_keeps_constant_channels_contribution(compensate: bool) -> None:
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    model = _Toy().eval()
+    with torch.no_grad():
+        before = model(x)
+    cfg = PruneConfig(ratio=0.5, round_to=1, ignore_det=("head",), compensate=compensate)
+    report = prune_model(model, "det", cfg, x[:1], measure_onnx=False, calib=x)
+    assert model.backbone[0].out_channels == 8 and report["layers_compensated"] == (1 if compensate else 0)
+    with torch.no_grad():
+        err = (model(x) - before).abs().max().item()
+    # The removed channels were constant 1s: folded into conv2's bias, the output barely moves (their 1e-4
+    # weights are the only loss); dropped, it shifts by conv2's weights on them.
+    assert (err < 1e-2) if compensate else (err > 0.1)

@@ -240,6 +240,21 @@ def _load_paddle_det(file: Path, limit: int | None) -> list[DetSample]:
     return samples
 
 
+def resolve_data_path(path: str | Path) -> Path:
+    """``path`` as given, or, when it is relative and missing because the process runs in a DVC
+    experiment's temporary workspace (``<repo>/.dvc/tmp/exps/<run>/``, used by ``dvc exp run --queue``),
+    the same path relative to ``<repo>``, so sets beside the repo (``../shared/data``) are found."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    parts = Path.cwd().resolve().parts
+    for i in range(len(parts) - 3):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            alt = Path(*parts[:i]) / p
+            return alt if alt.exists() else p
+    return p
+
+
 def load_det_dataset(path: str | Path, limit: int | None = None) -> list[DetSample]:
     """Load a text detection set (ICDAR 2015 directory or PaddleOCR det label file; see the module docstring).
 
@@ -259,7 +274,7 @@ def load_det_dataset(path: str | Path, limit: int | None = None) -> list[DetSamp
     (4, 2)
     """
     _check_limit(limit)
-    root = Path(path)
+    root = resolve_data_path(path)
     if root.is_file():
         return _load_paddle_det(root, limit)
     if not root.is_dir():
@@ -301,7 +316,7 @@ def load_rec_dataset(path: str | Path, limit: int | None = None) -> list[RecSamp
     1039
     """
     _check_limit(limit)
-    root = Path(path)
+    root = resolve_data_path(path)
     if root.is_dir() and (root / "data.mdb").is_file():
         return _load_lmdb_rec(root, limit)
     if root.is_file():
