@@ -335,10 +335,10 @@ class PruneConfig:
     a hand-edited head.
     """
 
-    ratio: float = 0.4  # fraction of channels removed per group (uniform) or overall (global)
+    ratio: float = 0.2  # fraction of channels removed per group (uniform) or overall (global)
     # rec's own ratio when set (null = `ratio`): the recogniser recovers far slower than the detector
     # (its CTC head restarts from all-blank output), so it gets a gentler ratio within a CPU budget.
-    rec_ratio: float | None = None
+    rec_ratio: float | None = 0.0
     mode: str = "uniform"  # "uniform": the same ratio in every group; "global": rank all groups together
     ignore_det: tuple[str, ...] = ("head.*",)
     # rec: the SVTR transformer (attention heads must keep dividing the width, LayerNorm-tied residual
@@ -379,27 +379,27 @@ class DistillConfig:
     resumes from ``<out>/ckpt/last.pt`` sees the same data as an uninterrupted one.
     """
 
-    teacher_det: str | None = "ppocrv6_small_det"  # open_model spec; null only with alpha 0
-    teacher_rec: str | None = "ppocrv6_small_rec"
-    steps: int = 2000  # optimizer steps (not epochs)
+    teacher_det: str | None = "ppocrv4_mobile_det"  # open_model spec (conf: ${teacher.det}); null only with alpha 0
+    teacher_rec: str | None = "ppocrv4_mobile_rec"
+    steps: int = 100  # optimizer steps (not epochs)
     batch_size_det: int = 4  # per process (DDP: per rank)
-    batch_size_rec: int = 32
-    lr: float = 1e-4  # peak AdamW learning rate, after warm-up
+    batch_size_rec: int = 16
+    lr: float = 5e-4  # peak AdamW learning rate, after warm-up
     weight_decay: float = 1e-2  # AdamW, matrices/convs only (not norms, biases, scalars)
-    warmup_steps: int = 100  # linear from 0 to lr
+    warmup_steps: int = 20  # linear from 0 to lr
     schedule: str = "cosine"  # "cosine" to 0 at `steps`; "step": lr × step_gamma every step_size steps
-    step_size: int = 1000
+    step_size: int = 100
     step_gamma: float = 0.1
     grad_clip: float = 5.0  # max gradient L2 norm; 0 disables
-    freeze_backbone_steps: int = 200  # staged fine-tuning: backbone (and its BatchNorm stats) frozen first
-    temperature: float = 6.0  # rec KD softening
-    alpha: float = 0.5  # KD weight: loss = alpha · KD + (1 − alpha) · ground truth; 0 = fine-tune only
+    freeze_backbone_steps: int = 0  # staged fine-tuning: backbone (and its BatchNorm stats) frozen first
+    temperature: float = 1.0  # rec KD softening
+    alpha: float = 0.9  # KD weight: loss = alpha · KD + (1 − alpha) · ground truth; 0 = fine-tune only
     det_kd: str = "bce"  # det KD on probability maps: "bce" (teacher map as soft labels) or "l2"
     det_kd_weight: float = 5.0  # scales det KD to DB's own probability term (its alpha = 5)
     det_size: int = 640  # square det training crop, px
     rec_width: int = 320  # rec training width: crops resized to 48 high, squeezed/padded to this (PP-OCR)
-    eval_every: int = 500  # steps between validations (and at the end); 0 = only at the end
-    ckpt_every: int = 100  # steps between checkpoints (and at the end)
+    eval_every: int = 50  # steps between validations (and at the end); 0 = only at the end
+    ckpt_every: int = 25  # steps between checkpoints (and at the end)
     seed: int = 0
     device: str = "auto"  # "cpu" | "cuda" | "auto" (cuda when available)
     threads: int = 2  # torch intra-op threads (CPU) and the teacher runtime's
@@ -408,7 +408,7 @@ class DistillConfig:
     train_data_rec: tuple[str, ...] = ("data/synth/rec/train",)
     val_data_det: tuple[str, ...] = ("data/synth/det/val",)
     val_data_rec: tuple[str, ...] = ("data/synth/rec/val",)
-    max_val: int | None = 200  # first N samples of each val set; null = all
+    max_val: int | None = 50  # first N samples of each val set; null = all
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "distill.steps", f"is {self.steps}, must be >= 1")
@@ -485,15 +485,15 @@ class QuantizeConfig:
     """
 
     method_det: str = "KL"  # mnnquant feature method: KL | EMA | ADMM (EMA ignores skip lists: no repair)
-    method_rec: str = "KL"
+    method_rec: str = "EMA"  # v4 rec: KL output is blank (errors everywhere), EMA only loses real-text accuracy
     gate_det: tuple[str, ...] = ("../shared/data/sroie_dev", "data/synth/det/val")
     gate_rec: tuple[str, ...] = ("../shared/data/ic15_words_dev", "../shared/data/sroie_dev", "data/synth/rec/val")
     limit_det: int = 10  # first N pages of each det gate set
-    limit_rec: int = 100  # first N crops of each rec gate set
+    limit_rec: int = 200  # first N crops of each rec gate set
     rec_metric: str = "accuracy"  # accuracy (exact) | accuracy_ci_alnum | one_minus_ned
     max_drop: float = 1.0  # points (100 x metric) a candidate may lose against MNN FP32 on any gate set
     max_repairs: int = 2  # re-quantizations with more layer groups kept float
-    repair_groups: int = 2  # layer groups kept float per repair
+    repair_groups: int = 4  # layer groups kept float per repair (most error per MB first)
     group_depth: int = 3  # op-name path components that make a layer group (/backbone/blocks2/blocks2.0)
     keep_float_det: tuple[str, ...] = ()  # op-name globs kept float from the start
     keep_float_rec: tuple[str, ...] = ()

@@ -1,12 +1,13 @@
 """Stage ``distill``: recover a pruned student by KD from a frozen teacher plus ground truth (or fine-tune).
 
 Reads:  params.yaml:distill (and the student's own det/rec preprocessing from its meta);
-        artifacts/prune/<task>.pt (or --model); the teacher ``distill.teacher_<task>`` (zoo name run by
+        artifacts/pruned/<task>.pt (or --model); the teacher ``distill.teacher_<task>`` (zoo name run by
         ONNX Runtime, or a .pt/.onnx/.mnn file); ``distill.train_data_<task>`` / ``val_data_<task>``.
-Writes: artifacts/distill/<task>.pt (whole module; the student's metadata plus a ``distill`` report);
+Writes: artifacts/student/<task>.pt (whole module; the student's metadata plus a ``distill`` report);
         metrics/distill_<task>.json (validation metrics, final loss, data counts);
         runs/distill/<task>/ (ckpt/last.pt and dvclive/; kept between runs so a killed run resumes).
-``distill.alpha: 0`` fine-tunes on the labels only and opens no teacher. Launch with
+``distill.alpha: 0`` fine-tunes on the labels only and opens no teacher. A student the prune stage left
+unpruned (its task's ratio 0) is copied without training (``mode: skipped`` in the metrics). Launch with
 ``torchrun --nproc_per_node N stages/distill.py --task rec`` for DDP.
 """
 
@@ -29,16 +30,23 @@ from ocrslim.stage import run_main, stage_parser  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     p = stage_parser(__doc__)
     p.add_argument("--task", choices=("det", "rec"), required=True)
-    p.add_argument("--model", default=None, help="default: artifacts/prune/<task>.pt")
-    p.add_argument("--out", default=None, help="default: artifacts/distill/<task>.pt")
+    p.add_argument("--model", default=None, help="default: artifacts/pruned/<task>.pt")
+    p.add_argument("--out", default=None, help="default: artifacts/student/<task>.pt")
     p.add_argument("--metrics", default=None, help="default: metrics/distill_<task>.json")
     p.add_argument("--run-dir", default=None, help="checkpoints and dvclive logs (default: runs/distill/<task>)")
     args = p.parse_args(argv)
     cfg = load_section(args.params, "distill", DistillConfig)
-    src = Path(args.model or f"artifacts/prune/{args.task}.pt")
+    src = Path(args.model or f"artifacts/pruned/{args.task}.pt")
     student, meta = load_model(src)
     if meta.get("task") not in (None, args.task):
         raise ArtifactError(f"{src}: is a {meta['task']} model, not {args.task}. Check dvc.yaml's distill stage.")
+    out = Path(args.out or f"artifacts/student/{args.task}.pt")
+    if (meta.get("prune") or {}).get("config", {}).get("ratio", None) == 0:
+        # prune.ratio 0 for this task: the student is the teacher, nothing to recover.
+        save_model(student, out, {**meta, "distill": {"mode": "skipped", "reason": "not pruned", "source": str(src)}})
+        write_json(args.metrics or f"metrics/distill_{args.task}.json", {"mode": "skipped", "steps": 0})
+        print(f"distill {args.task}: {src} was not pruned (ratio 0); copied to {out} without training")
+        return 0
     det_cfg, rec_cfg = student_configs(meta)
     spec = cfg.teacher(args.task)
     teacher = open_model(spec, args.task, threads=cfg.threads) if spec else None
@@ -53,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         report = distill_det(student, teacher, cfg, det_data(cfg, det_cfg), run_dir, det_cfg=det_cfg)
     if report["fit"]["rank"] != 0:
         return 0  # DDP: rank 0 (the one that validated) writes the outputs
-    out = Path(args.out or f"artifacts/distill/{args.task}.pt")
     save_model(student, out, {**meta, "distill": {**report, "source": str(src)}})
     metrics = distill_metrics(report)
     write_json(args.metrics or f"metrics/distill_{args.task}.json", metrics)

@@ -1,7 +1,7 @@
 """Stage ``prune``: L1-norm structured channel pruning of one task's teacher (torch-pruning DepGraph).
 
 Reads:  params.yaml:prune; artifacts/teacher/<task>.pt (or --model).
-Writes: artifacts/prune/<task>.pt (whole module; the teacher's metadata plus a ``prune`` report);
+Writes: artifacts/pruned/<task>.pt (whole module; the teacher's metadata plus a ``prune`` report);
         metrics/prune_<task>.json (params, MACs and ONNX bytes before and after).
 Fails (writing nothing) when an ignore pattern matches no module or, at ratio > 0, the ONNX file
 does not shrink. The pruned model is not recovered yet: the distill stage trains it.
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p = stage_parser(__doc__)
     p.add_argument("--task", choices=("det", "rec"), required=True)
     p.add_argument("--model", default=None, help="default: artifacts/teacher/<task>.pt")
-    p.add_argument("--out", default=None, help="default: artifacts/prune/<task>.pt")
+    p.add_argument("--out", default=None, help="default: artifacts/pruned/<task>.pt")
     p.add_argument("--metrics", default=None, help="default: metrics/prune_<task>.json")
     args = p.parse_args(argv)
     cfg = load_section(args.params, "prune", PruneConfig)
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if meta.get("task") not in (None, args.task):
         raise ArtifactError(f"{src}: is a {meta['task']} model, not {args.task}. Check dvc.yaml's prune stage.")
     report = prune_model(model, args.task, cfg, example_input(args.task, cfg))
-    out = Path(args.out or f"artifacts/prune/{args.task}.pt")
+    out = Path(args.out or f"artifacts/pruned/{args.task}.pt")
     save_model(model, out, {**meta, "prune": {**report, "source": str(src)}})
     write_json(args.metrics or f"metrics/prune_{args.task}.json", prune_metrics(report))
     r = report

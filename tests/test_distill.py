@@ -210,3 +210,21 @@ def test_stage_rec_writes_model_and_metrics(tmp_path: Path) -> None:
     assert meta["distill"]["fit"]["end_step"] == 2
     m = json.loads(metrics.read_text())
     assert m["steps"] == 2 and "val_accuracy" in m and "seconds" not in json.dumps(m)
+
+
+def test_stage_copies_an_unpruned_student_without_training(tmp_path: Path) -> None:
+    from stages.distill import main
+
+    student = tmp_path / "student.pt"
+    save_model(_tiny_rec(len(CHARS) + 2), student,
+               {"task": "rec", "characters": CHARS, "prune": {"config": {"ratio": 0.0}}})
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"distill": {"teacher_rec": "no/such/teacher.onnx"}}))  # never opened
+    out, metrics = tmp_path / "rec.pt", tmp_path / "m.json"
+    assert main(["--params", str(params), "--task", "rec", "--model", str(student), "--out", str(out),
+                 "--metrics", str(metrics), "--run-dir", str(tmp_path / "run")]) == 0
+    model, meta = load_model(out)
+    src, _ = load_model(student)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), src.state_dict().values()))
+    assert meta["distill"]["mode"] == "skipped" and json.loads(metrics.read_text()) == {"mode": "skipped", "steps": 0}
+    assert not (tmp_path / "run").exists()
