@@ -38,9 +38,11 @@ def variants(task: str) -> list[tuple[str, str, str | None, Path | None]]:
         ("teacher · onnxruntime", zoo, "onnx", zoo_onnx_path(zoo)),
         ("teacher · mnn fp32", zoo, "mnn", _zoo_as_mnn(zoo)),
     ]
-    for label, path in (("dag · onnx", REPO / f"artifacts/onnx/{task}.onnx"),
-                        ("dag · mnn fp32", REPO / f"artifacts/mnn/{task}.mnn"),
-                        ("pruned (no KD) · torch", REPO / f"artifacts/prune/{task}.pt")):
+    for label, path in (("dag teacher · onnx", REPO / f"artifacts/onnx/teacher_{task}.onnx"),
+                        ("dag teacher · mnn fp32", REPO / f"artifacts/mnn/teacher_{task}.mnn"),
+                        ("student · onnx", REPO / f"artifacts/onnx/student_{task}.onnx"),
+                        ("student · mnn fp32", REPO / f"artifacts/mnn/student_{task}.mnn"),
+                        ("bundle · mnn", REPO / f"artifacts/bundle/{task}.mnn")):
         if path.is_file():
             out.append((label, str(path), None, path))
     return out

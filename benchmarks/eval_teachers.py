@@ -4,7 +4,7 @@
 
 Writes reports/teachers/<family>_<backend>.json (the ``ocrslim eval`` shape keyed by set) and
 prints a Markdown table with the largest difference between runners. The PP-OCRv4 rows of the
-README come from ``dvc repro`` (metrics/teacher_*.json) or from this script with ppocrv4_mobile.
+README come from ``dvc repro`` (metrics/eval_teacher.json) or from this script with ppocrv4_mobile.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ocrslim.config import DistillConfig, load_section  # noqa: E402
 from ocrslim.distill import det_data, distill_det, distill_metrics, distill_rec, rec_data, student_configs  # noqa: E402
 from ocrslim.errors import ArtifactError  # noqa: E402
-from ocrslim.fsutil import write_json  # noqa: E402
+from ocrslim.fsutil import write_json, write_text  # noqa: E402
 from ocrslim.models.io import load_model, save_model  # noqa: E402
 from ocrslim.pipeline import open_model  # noqa: E402
 from ocrslim.stage import run_main, stage_parser  # noqa: E402
@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         # prune.ratio 0 for this task: the student is the teacher, nothing to recover.
         save_model(student, out, {**meta, "distill": {"mode": "skipped", "reason": "not pruned", "source": str(src)}})
         write_json(args.metrics or f"metrics/distill_{args.task}.json", {"mode": "skipped", "steps": 0})
+        # the run directory's DVC outputs exist either way: a note instead of checkpoints, an empty curve
+        run_dir = Path(args.run_dir or f"runs/distill/{args.task}")
+        write_json(run_dir / "ckpt" / "skipped.json", {"reason": "not pruned (ratio 0)", "source": str(src)})
+        write_text(run_dir / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv", "step\tloss\n")
         print(f"distill {args.task}: {src} was not pruned (ratio 0); copied to {out} without training")
         return 0
     det_cfg, rec_cfg = student_configs(meta)

@@ -227,4 +227,5 @@ def test_stage_copies_an_unpruned_student_without_training(tmp_path: Path) -> No
     src, _ = load_model(student)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), src.state_dict().values()))
     assert meta["distill"]["mode"] == "skipped" and json.loads(metrics.read_text()) == {"mode": "skipped", "steps": 0}
-    assert not (tmp_path / "run").exists()
+    assert (tmp_path / "run" / "ckpt" / "skipped.json").is_file()  # DVC's declared outputs exist
+    assert not (tmp_path / "run" / "ckpt" / "last.pt").exists()

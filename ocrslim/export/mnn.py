@@ -14,11 +14,13 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -141,6 +143,79 @@ def quantize_mnn(src_mnn: PathLike, dst_mnn: PathLike, config: dict[str, Any]) -
             subject=src,
             fix="Keep the failing ops float (skip_quant_op_names) or try feature_quantize_method EMA; see PROBE.md",
         )
+
+
+def mnn_graph(mnn_path: PathLike) -> dict[str, Any]:
+    """Read an MNN model's graph: its ops (name, type, input/output tensor names) without the weights.
+
+    MNN op names are what ``skip_quant_op_names`` takes; they differ from the tensor (variable)
+    names ``MNN.expr.load_as_list`` shows where the converter fused ops (a Conv+Relu op is named
+    after the Conv's output, its output tensor after the Relu's). Dumps the model with the
+    converter (``-f MNN --JsonFile``) in a child process and keeps only the graph.
+
+    Returns:
+        ``{"ops": [{"name", "type", "inputs", "outputs", "weights", "nonfinite_scales"}, ...], "inputs": [...],
+        "outputs": [...]}`` with ops in execution order and tensor names in ``inputs``/``outputs``;
+        ``weights`` counts the op's float parameters (conv weight/bias, norm gamma/beta, a Const's values);
+        ``nonfinite_scales`` is True for a quantized op with NaN/inf weight scales (mnnquant 3.6.1 writes
+        NaN for an all-zero output channel, and the NaN then blanks the whole output).
+
+    Raises:
+        ArtifactError: ``mnn_path`` is missing.
+        ToolError: the converter cannot read it.
+    """
+    src = Path(mnn_path)
+    if not src.is_file():
+        raise ArtifactError(f"{src}: not found, no MNN graph to read. Run dvc repro convert first.")
+    with tempfile.TemporaryDirectory(prefix="ocrslim_mnn_graph.") as tmp_dir:
+        dump_path = Path(tmp_dir) / "graph.json"
+        _run_tool(
+            "mnnconvert",
+            ["-f", "MNN", "--modelFile", str(src), "--JsonFile", str(dump_path), "--bizCode", "ocrslim"],
+            output=dump_path,
+            subject=src,
+            fix="Re-convert the model with this MNN version",
+        )
+        # Quantized models can hold NaN weight scales, which the dump writes as bare nan/inf.
+        text = _NONFINITE_RE.sub(_json_constant, dump_path.read_text(encoding="utf-8"))
+        dump = json.loads(text)
+    names = dump.get("tensorName", [])
+
+    def tensors(indexes: list[int] | None) -> list[str]:
+        return [names[i] for i in indexes or [] if 0 <= i < len(names)]
+
+    ops = [
+        {"name": op.get("name", ""), "type": op.get("type", ""),
+         "inputs": tensors(op.get("inputIndexes")), "outputs": tensors(op.get("outputIndexes")),
+         "weights": _weight_count(op), "nonfinite_scales": _nonfinite_quant_scales(op)}
+        for op in dump.get("oplists", [])
+    ]
+    inputs = [t for op in ops if op["type"] == "Input" for t in op["outputs"]]
+    return {"ops": ops, "inputs": inputs, "outputs": list(dump.get("outputName", []))}
+
+
+_NONFINITE_RE = re.compile(r"(?<=[\s,\[:])-?(?:nan|inf)\b")
+
+
+def _json_constant(match: re.Match[str]) -> str:
+    return {"nan": "NaN", "-nan": "NaN", "inf": "Infinity"}.get(match.group(0), "-Infinity")
+
+
+def _weight_count(op: dict[str, Any]) -> int:
+    """Float parameters an op stores (conv/deconv weight and bias, LayerNorm gamma/beta, Const data)."""
+    main = op.get("main")
+    if not isinstance(main, dict):
+        return 0
+    return sum(len(main.get(k) or []) for k in ("weight", "bias", "gamma", "beta", "float32s"))
+
+
+def _nonfinite_quant_scales(op: dict[str, Any]) -> bool:
+    """True if the op's weight-quantization parameters (``alpha``, ``scaleIn``, ``scaleOut``) hold NaN/inf."""
+    quant = (op.get("main") or {}).get("quanParameter") if isinstance(op.get("main"), dict) else None
+    if not isinstance(quant, dict):
+        return False
+    values = list(quant.get("alpha") or []) + [quant.get("scaleIn", 0.0), quant.get("scaleOut", 0.0)]
+    return any(isinstance(v, float) and not math.isfinite(v) for v in values)
 
 
 def onnx_op_types(onnx_path: PathLike) -> set[str]:
