@@ -142,7 +142,7 @@ def test_rec_teacher_cache_matches_uncached(tmp_path: Path) -> None:
                 progress=False)
     assert calls == [4]  # later steps read the cache
     kd_a, kd_b = (_tsv(tmp_path / r / "dvclive" / "plots" / "metrics" / "train" / "kd.tsv", "kd") for r in "ab")
-    assert np.allclose(kd_a, kd_b, rtol=1e-3)  # the cache holds float16
+    assert np.allclose(kd_a, kd_b, rtol=5e-3)  # the cache holds float16 log-probabilities
 
 
 def test_rec_finetune_without_teacher(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from ocrslim.prune import count_params_macs, prune_metrics, prune_model, resolve
 from .conftest import REPO
 
 INPUTS = {"det": (1, 3, 64, 64), "rec": (1, 3, 48, 64)}
-CFG = PruneConfig(ratio=0.3)
+CFG = PruneConfig(ratio=0.3, rec_ratio=None)
 
 
 def _example(task: str) -> torch.Tensor:
@@ -83,10 +83,16 @@ def test_rec_keeps_transformer(teachers: dict[str, nn.Module],
 
 def test_global_mode(teachers: dict[str, nn.Module]) -> None:
     model = copy.deepcopy(teachers["rec"])
-    report = prune_model(model, "rec", PruneConfig(ratio=0.3, mode="global"), _example("rec"), measure_onnx=False)
+    report = prune_model(model, "rec", PruneConfig(ratio=0.3, rec_ratio=None, mode="global"), _example("rec"), measure_onnx=False)
     assert report["params_after"] < report["params_before"] and report["macs_after"] < report["macs_before"]
     assert _shapes(model.head) == _shapes(teachers["rec"].head)
     assert model(_example("rec")).shape == (1, 8, 6625)
+
+
+def test_rec_ratio_overrides_ratio_for_rec_only() -> None:
+    cfg = PruneConfig(ratio=0.3, rec_ratio=0.1)
+    assert (cfg.task_ratio("det"), cfg.task_ratio("rec")) == (0.3, 0.1)
+    assert PruneConfig(ratio=0.3, rec_ratio=None).task_ratio("rec") == 0.3
 
 
 def test_ratio_zero_is_a_no_op(teachers: dict[str, nn.Module]) -> None:
@@ -136,7 +142,7 @@ def test_stage_writes_model_and_metrics(teachers: dict[str, nn.Module], tmp_path
     src = tmp_path / "teacher" / "rec.pt"
     save_model(teachers["rec"], src, {"task": "rec", "characters": ["a"]})
     params = tmp_path / "params.yaml"
-    params.write_text("prune:\n  ratio: 0.3\n  rec_width: 64\n")
+    params.write_text("prune:\n  ratio: 0.3\n  rec_ratio: null\n  rec_width: 64\n")
     out, metrics = tmp_path / "prune" / "rec.pt", tmp_path / "metrics" / "prune_rec.json"
     assert main(["--params", str(params), "--task", "rec", "--model", str(src), "--out", str(out),
                  "--metrics", str(metrics)]) == 0
