@@ -488,8 +488,8 @@ class QuantizeConfig:
     method_rec: str = "EMA"  # v4 rec: KL output is blank (errors everywhere), EMA only loses real-text accuracy
     gate_det: tuple[str, ...] = ("../shared/data/sroie_dev", "data/synth/det/val")
     gate_rec: tuple[str, ...] = ("../shared/data/ic15_words_dev", "../shared/data/sroie_dev", "data/synth/rec/val")
-    limit_det: int = 10  # first N pages of each det gate set
-    limit_rec: int = 200  # first N crops of each rec gate set
+    limit_det: int = 20  # first N pages of each det gate set
+    limit_rec: int = 1000  # first N crops of each rec gate set
     rec_metric: str = "accuracy"  # accuracy (exact) | accuracy_ci_alnum | one_minus_ned
     max_drop: float = 1.0  # points (100 x metric) a candidate may lose against MNN FP32 on any gate set
     max_repairs: int = 2  # re-quantizations with more layer groups kept float

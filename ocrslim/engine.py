@@ -211,8 +211,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    run: dict[str, Any], config: dict[str, Any], lr: float) -> None:
-    """Write a resumable checkpoint atomically (a kill leaves the previous one intact)."""
+                    run: dict[str, Any], config: dict[str, Any], lr: float, cpu_seconds: float = 0.0) -> None:
+    """Write a resumable checkpoint atomically (a kill leaves the previous one intact).
+
+    ``cpu_seconds``: process CPU time spent on the run up to ``step``, across resumes."""
     payload = {
         "format": CKPT_FORMAT,
         "model": model,  # whole module: pruned shapes cannot be rebuilt from a state_dict
@@ -222,6 +224,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, optimizer: t
         "rng": _rng_state(),
         "run": run,
         "config": config,
+        "cpu_seconds": cpu_seconds,
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -353,13 +356,14 @@ def fit(
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     ckpt_path = out / "ckpt" / "last.pt"
 
-    start = 0
+    start, cpu_before = 0, 0.0
     ckpt = load_checkpoint(ckpt_path)
     if ckpt is not None and ckpt.get("run") == key:
         model.load_state_dict(ckpt["model"].state_dict())
         optimizer.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"])
         start = int(ckpt["step"])
+        cpu_before = float(ckpt.get("cpu_seconds", 0.0))
     else:
         if ckpt is not None and info.main:
             print(f"{ckpt_path}: from another config or student, starting over.", file=sys.stderr)
@@ -389,7 +393,8 @@ def fit(
 
     def checkpoint(step: int) -> None:
         if info.main:
-            save_checkpoint(ckpt_path, model, optimizer, step, key, config, lr)
+            save_checkpoint(ckpt_path, model, optimizer, step, key, config, lr,
+                            cpu_before + time.process_time() - cpu0)
         if info.world > 1:
             dist.barrier()
 
@@ -443,7 +448,8 @@ def fit(
         "val": val,
         "val_step": val_step,
         "seconds": round(seconds, 2),
-        "cpu_seconds": round(time.process_time() - cpu0, 1),  # this process, all threads (teacher included)
+        # the whole run's, summed over resumes: this process, all threads (teacher included)
+        "cpu_seconds": round(cpu_before + time.process_time() - cpu0, 1),
         "steps_per_s": round((end - start) / seconds, 3) if end > start and seconds > 0 else None,
         "device": str(device),
         "world_size": info.world,

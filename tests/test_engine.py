@@ -109,6 +109,7 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert first["end_step"] == 6 and load_checkpoint(tmp_path / "cut" / "ckpt" / "last.pt")["step"] == 6
     resumed, second = _run(tmp_path / "cut", _cfg(steps=10, freeze_backbone_steps=2, ckpt_every=3))
     assert second["start_step"] == 6 and second["resumed"]
+    assert second["cpu_seconds"] >= first["cpu_seconds"]  # CPU time adds up across the resume
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-6, rtol=0), k
     assert load_checkpoint(tmp_path / "cut" / "ckpt" / "last.pt")["step"] == 10
