@@ -21,8 +21,8 @@ from ocrslim.stage import run_main, stage_parser  # noqa: E402
 
 
 def flat_metrics(report: dict[str, Any]) -> dict[str, Any]:
-    """The metrics file: flat keys first (``int8_<set>_<metric>`` is the chosen model's number, whatever
-    its ``precision``; ``float_layers`` counts the ops it keeps float), then the attempts and repairs."""
+    """The metrics file: flat keys first (``shipped_<set>_<metric>`` is the chosen model's number, of
+    the ``precision`` it has; ``float_layers`` counts the ops it keeps float), then the attempts and repairs."""
     metric = report["metric"]
     flat: dict[str, Any] = {
         "precision": report["precision"],
@@ -34,7 +34,7 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, Any]:
     }
     for name in report["fp32"]:
         flat[f"fp32_{name}_{metric}"] = report["fp32"][name]
-        flat[f"int8_{name}_{metric}"] = report["final"].get(name)
+        flat[f"shipped_{name}_{metric}"] = report["final"].get(name)
         flat[f"drop_{name}"] = report["drop"].get(name)
     flat["max_drop"] = report["max_drop"]
     flat["seconds"] = report["seconds"]

@@ -89,7 +89,7 @@ def test_tiny_dvc_repro_offline_then_noop(tmp_path):
     for path in ("artifacts/teacher/det.pt", "artifacts/pruned/rec.pt", "artifacts/student/det.pt",
                  "artifacts/onnx/student_rec.onnx", "artifacts/mnn/student_det.mnn", "artifacts/quant/rec.mnn.json",
                  "artifacts/bundle/det.mnn", "artifacts/bundle/rec.mnn", "artifacts/bundle/dict.txt",
-                 "runs/distill/rec/ckpt/last.pt"):
+                 "runs/distill/det/ckpt/last.pt", "runs/distill/rec/ckpt/skipped.json"):
         assert (work / path).is_file(), path
     teacher = json.loads((work / "metrics" / "eval_teacher.json").read_text())["data"]  # set name: the folder
     assert teacher["rec"]["samples"] == 2 and teacher["skipped"] == 1  # the unreadable crop counted, not scored

@@ -83,7 +83,8 @@ def test_rec_keeps_transformer(teachers: dict[str, nn.Module],
 
 def test_global_mode(teachers: dict[str, nn.Module]) -> None:
     model = copy.deepcopy(teachers["rec"])
-    report = prune_model(model, "rec", PruneConfig(ratio=0.3, rec_ratio=None, mode="global"), _example("rec"), measure_onnx=False)
+    cfg = PruneConfig(ratio=0.3, rec_ratio=None, mode="global")
+    report = prune_model(model, "rec", cfg, _example("rec"), measure_onnx=False)
     assert report["params_after"] < report["params_before"] and report["macs_after"] < report["macs_before"]
     assert _shapes(model.head) == _shapes(teachers["rec"].head)
     assert model(_example("rec")).shape == (1, 8, 6625)
