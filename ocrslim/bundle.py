@@ -17,7 +17,7 @@ from typing import Any
 
 from ocrslim.errors import ArtifactError
 from ocrslim.fsutil import atomic_path, write_json
-from ocrslim.pipeline import MANIFEST, _configs, sidecar_path, write_manifest
+from ocrslim.pipeline import MANIFEST, _configs, _sidecar_meta, sidecar_path, write_manifest
 
 # Sidecar keys that describe how a model was quantized, copied into its manifest entry.
 _QUANT_KEYS = ("float_layers", "quant_method", "input_shape", "fixed_shape")
@@ -27,10 +27,7 @@ def _sidecar(path: Path) -> dict[str, Any]:
     side = sidecar_path(path)
     if not path.is_file() or not side.is_file():
         raise ArtifactError(f"{path}: model or its sidecar {side.name} missing. Run dvc repro quantize first.")
-    try:
-        return json.loads(side.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{side}: not valid JSON ({exc.msg}). Rebuild it with dvc repro quantize.") from None
+    return _sidecar_meta(path)
 
 
 def build_bundle(det_model: str | Path, rec_model: str | Path, out_dir: str | Path,

@@ -61,7 +61,7 @@ from ocrslim.config import QuantizeConfig
 from ocrslim.errors import ArtifactError, DataError, OcrslimError, ToolError
 from ocrslim.export.mnn import convert_onnx_to_mnn, mnn_graph, quantize_mnn
 from ocrslim.fsutil import atomic_path, write_json
-from ocrslim.pipeline import Model, open_model, sidecar_path
+from ocrslim.pipeline import Model, _sidecar_meta, open_model, sidecar_path
 
 PRECISIONS = ("int8", "int8-weights", "fp16", "fp32")
 _NOT_QUANTIZED = ("Input", "Const")  # op types that never go into a skip list or a layer group
@@ -730,7 +730,7 @@ def _failure_message(task: str, gate: Gate, attempts: list[_Candidate], cfg: Qua
 def _write(run: _Run, chosen: _Candidate, out: Path, method: str, float_layers: list[dict[str, Any]]) -> dict[str, Any]:
     """Write the chosen model and its sidecar atomically; return the report's summary part."""
     assert chosen.path is not None
-    meta = _sidecar(run.float_mnn)
+    meta = _sidecar_meta(run.float_mnn)
     meta.update(
         precision=chosen.kind,
         quant_method=method if chosen.kind == "int8" else None,
@@ -760,16 +760,6 @@ def _write(run: _Run, chosen: _Candidate, out: Path, method: str, float_layers: 
         "float_layers": [{k: v for k, v in layer.items()} for layer in float_layers],
         "fixed_input_shape": chosen.fixed_shape,
     }
-
-
-def _sidecar(mnn: Path) -> dict[str, Any]:
-    side = sidecar_path(mnn)
-    if not side.is_file():
-        return {}
-    try:
-        return json.loads(side.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{side}: not valid JSON ({exc.msg}). Rebuild it with dvc repro convert.") from None
 
 
 __all__ = [
