@@ -327,6 +327,30 @@ class CalibrateConfig:
 # Compression (issue 4)
 # --------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
+class StudentConfig:
+    """Where each task's student starts (``prune`` stage; ``student`` config group).
+
+    ``pruned``: the teacher itself, pruned by ``prune.ratio`` (pretrained weights; recovers in tens of
+    CPU steps). Any other value names a seed architecture built from scratch
+    (:data:`ocrslim.models.seed.SEED_STUDENTS`: ``mobilenetv3_small_fpn`` for det, ``vit_6x192`` for
+    rec); those start untrained and need thousands of distill steps (a GPU).
+    """
+
+    det: str = "pruned"
+    rec: str = "pruned"
+
+    def __post_init__(self) -> None:
+        for task in ("det", "rec"):
+            name = getattr(self, task)
+            _check(isinstance(name, str) and bool(name), f"student.{task}",
+                   "must be 'pruned' or a seed architecture name")
+
+    def name(self, task: str) -> str:
+        """The student of ``task`` ("det" or "rec")."""
+        return self.det if task == "det" else self.rec
+
+
+@dataclasses.dataclass(frozen=True)
 class PruneConfig:
     """L1-norm structured channel pruning (``prune`` stage, torch-pruning DepGraph).
 

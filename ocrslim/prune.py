@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ocrslim.config import PruneConfig
+from ocrslim.config import PruneConfig, StudentConfig
 from ocrslim.errors import ArtifactError, ConfigError
 
 __all__ = [
-    "calibration_input", "count_params_macs", "example_input", "onnx_bytes", "prune_metrics", "prune_model",
-    "resolve_ignored",
+    "calibration_input", "count_params_macs", "example_input", "make_student", "onnx_bytes", "prune_metrics",
+    "prune_model", "resolve_ignored",
 ]
 
 _TASKS = ("det", "rec")
@@ -364,6 +364,68 @@ def prune_model(
             )
     report["seconds"] = round(time.perf_counter() - start, 2)
     return report
+
+
+def make_student(
+    teacher: nn.Module, task: str, cfg: PruneConfig, student: StudentConfig, *, num_classes: int | None = None,
+    measure_onnx: bool = True,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The student ``task`` starts from: the teacher pruned in place, or a seed architecture from scratch.
+
+    Args:
+        teacher: the task's native teacher (pruned in place when ``student.<task>`` is ``pruned``).
+        task: "det" or "rec".
+        cfg: the pruning settings (``cfg.task_ratio(task)``; the example input size).
+        student: ``pruned`` or a :data:`~ocrslim.models.seed.SEED_STUDENTS` name per task.
+        num_classes: rec seed students: CTC classes (``len(characters) + 1``).
+        measure_onnx: report the exported ONNX bytes before (teacher) and after (student).
+
+    Returns:
+        ``(model, report)``: a :func:`prune_model` report; for a seed student ``config`` holds
+        ``{"ratio": None, "init": "scratch", "arch": name}`` and ``pruned_layers`` is empty (nothing
+        is pruned: ``params_before``/``macs_before``/``onnx_bytes_before`` are the teacher's).
+
+    Raises:
+        ConfigError: ``student.<task>`` names no seed architecture of this task.
+    """
+    from ocrslim.models.seed import SEED_STUDENTS, build_seed_student
+
+    _check_task(task)
+    name = student.name(task)
+    example = example_input(task, cfg)
+    if name == "pruned":
+        return teacher, prune_model(teacher, task, cfg, example, measure_onnx=measure_onnx)
+    known = sorted(n for n, spec in SEED_STUDENTS.items() if spec["task"] == task)
+    if name not in known:
+        raise ConfigError(
+            f"student.{task}: is {name!r}, must be 'pruned' or a {task} seed architecture ({', '.join(known)})."
+        )
+    start = time.perf_counter()
+    torch.manual_seed(0)  # the same random init on every run: the stage's output is reproducible
+    model = build_seed_student(task, num_classes=num_classes, name=name).eval()
+    params_before, macs_before = count_params_macs(teacher, example)
+    params_after, macs_after = count_params_macs(model, example)
+    with torch.no_grad():
+        shape = list(_forward(model, example).shape)
+    report: dict[str, Any] = {
+        "task": task,
+        "params_before": params_before,
+        "params_after": params_after,
+        "macs_before": macs_before,
+        "macs_after": macs_after,
+        "example_shape": list(example.shape),
+        "output_shape": shape,
+        "pruned_layers": {},
+        "groups_skipped": 0,
+        "layers_compensated": 0,
+        "ignored": [],
+        "config": {"ratio": None, "init": "scratch", "arch": name},
+    }
+    if measure_onnx:
+        report["onnx_bytes_before"] = onnx_bytes(teacher, task)
+        report["onnx_bytes_after"] = onnx_bytes(model, task)
+    report["seconds"] = round(time.perf_counter() - start, 2)
+    return model, report
 
 
 def prune_metrics(report: dict[str, Any]) -> dict[str, Any]:

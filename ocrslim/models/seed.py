@@ -1,0 +1,98 @@
+"""Seed students: small architectures built from scratch (random init), for users who train on a GPU.
+
+Unlike the pruned PP-OCRv4 teachers, these start untrained: train them (DB / CTC losses, optionally
+with KD from a teacher) before use. Both follow the teachers' I/O contracts, so export, MNN
+conversion, pruning and distillation treat them like any other ocrslim model.
+
+* ``mobilenetv3_small_fpn`` (det): :class:`~ocrslim.models.mobilenetv3.MobileNetV3Small` (scale 1.0)
+  → RSE-FPN (96) → DB head; N×3×H×W → N×1×H×W.
+* ``vit_6x192`` (rec): :class:`~ocrslim.models.vit.ViTRec` (6 blocks, width 192, 6 heads, MLP ratio 2)
+  → :class:`~ocrslim.models.vit.Im2Seq` → CTC head; N×3×48×W → N×(W/8)×num_classes.
+
+>>> build_seed_student("rec", num_classes=37)(torch.zeros(1, 3, 48, 64)).shape
+torch.Size([1, 8, 37])
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch  # noqa: F401  (doctests)
+from torch import nn
+
+from ocrslim.errors import ConfigError
+from ocrslim.models.det import build_dbnet
+from ocrslim.models.mobilenetv3 import MobileNetV3Small  # noqa: F401  (registers the component)
+from ocrslim.models.rec import build_ctc_recognizer
+from ocrslim.models.vit import Im2Seq, ViTRec  # noqa: F401  (registers the components)
+
+__all__ = ["DEFAULT_SEED", "SEED_STUDENTS", "build_seed_student"]
+
+#: name → ``{"task", "backbone", "neck", "head"}`` component specs (``in_channels`` are chained by the builders;
+#: the rec head's ``num_classes`` is given to :func:`build_seed_student`).
+SEED_STUDENTS: dict[str, dict[str, Any]] = {
+    "mobilenetv3_small_fpn": {
+        "task": "det",
+        "backbone": {"name": "MobileNetV3Small", "scale": 1.0, "det": True},
+        "neck": {"name": "RSEFPN", "out_channels": 96, "shortcut": True},
+        "head": {"name": "DBHead", "with_threshold": False, "k": 50.0},
+    },
+    "vit_6x192": {
+        "task": "rec",
+        "backbone": {"name": "ViTRec", "embed_dim": 192, "depth": 6, "num_heads": 6, "mlp_ratio": 2.0},
+        "neck": {"name": "Im2Seq"},
+        "head": {"name": "CTCHead"},
+    },
+}
+
+#: The seed student built for each task when no name is given.
+DEFAULT_SEED: dict[str, str] = {"det": "mobilenetv3_small_fpn", "rec": "vit_6x192"}
+
+
+def build_seed_student(
+    task: str, num_classes: int | None = None, name: str | None = None, *, with_threshold: bool = False
+) -> nn.Module:
+    """Build a randomly initialised seed student.
+
+    Args:
+        task: "det" or "rec".
+        num_classes: rec only (required): CTC classes, ``len(charset) + 1`` for the blank; ignored for det.
+        name: a key of :data:`SEED_STUDENTS` for ``task``; default :data:`DEFAULT_SEED` ``[task]``.
+        with_threshold: det only: add the DB threshold branch now (needed by the DB loss). Leave it off
+            to prune first (``prune_model`` refuses a det model that has one), then call
+            ``model.head.enable_threshold()``.
+
+    Returns:
+        det: a :class:`~ocrslim.models.det.DBNet` (N×3×H×W → N×1×H×W probabilities, H and W multiples
+        of 32); rec: a :class:`~ocrslim.models.rec.CTCRecognizer` (N×3×48×W → N×W/8×num_classes
+        softmax, W a multiple of 8). Both in training mode, as built.
+
+    Raises:
+        ConfigError: unknown task or name, a name of the other task, or a missing / too small
+            ``num_classes`` for rec.
+    """
+    if task not in DEFAULT_SEED:
+        raise ConfigError(f"build_seed_student: task {task!r} is unknown (known: det, rec). Pass 'det' or 'rec'.")
+    name = DEFAULT_SEED[task] if name is None else name
+    same_task = sorted(n for n, s in SEED_STUDENTS.items() if s["task"] == task)
+    if name not in SEED_STUDENTS:
+        raise ConfigError(
+            f"build_seed_student: name {name!r} is unknown (known {task} seeds: {', '.join(same_task)}). "
+            "Pick one of them."
+        )
+    spec = copy.deepcopy(SEED_STUDENTS[name])
+    if spec["task"] != task:
+        raise ConfigError(
+            f"build_seed_student: name {name!r} is a {spec['task']} model, not {task} "
+            f"(known {task} seeds: {', '.join(same_task)}). Pick a {task} seed or pass task={spec['task']!r}."
+        )
+    if task == "det":
+        head = {**spec["head"], "with_threshold": with_threshold}
+        return build_dbnet(spec["backbone"], spec["neck"], head)
+    if num_classes is None or isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(
+            f"build_seed_student: num_classes is {num_classes!r} for rec, must be an int >= 2. "
+            "Pass len(charset) + 1 (class 0 is the CTC blank)."
+        )
+    return build_ctc_recognizer(spec["backbone"], spec["neck"], {**spec["head"], "num_classes": num_classes})
