@@ -272,6 +272,9 @@ class DataConfig:
     rec_test: int = 1000
     page_size: tuple[int, int] = (640, 1280)  # range of a page's long side, px; short = long / U(1, 1.5)
     lines_per_page: tuple[int, int] = (3, 12)
+    # fraction of det pages rendered as printed documents (receipts/forms: dense rows on paper, item +
+    # amount pairs, table cells) instead of scattered scene lines; the rest keep their bytes
+    doc_ratio: float = 0.4
     line_height: tuple[int, int] = (16, 48)  # font size range, px
     max_angle: float = 5.0  # det: line rotation, degrees
     rec_max_angle: float = 2.0  # rec: crop rotation, degrees
@@ -291,6 +294,7 @@ class DataConfig:
         _check(8 <= lo <= hi <= 256, "data.line_height", "must be [min, max] in 8..256")
         _check(0 <= self.max_angle <= 45 and 0 <= self.rec_max_angle <= 45, "data.max_angle", "must be in 0..45")
         _check(0.0 <= self.cjk_ratio <= 1.0, "data.cjk_ratio", "must be in [0, 1]")
+        _check(0.0 <= self.doc_ratio <= 1.0, "data.doc_ratio", "must be in [0, 1]")
         _check(1 <= self.max_chars <= 200, "data.max_chars", "must be in 1..200")
         q_lo, q_hi = self.jpeg_quality
         _check(1 <= q_lo <= q_hi <= 100, "data.jpeg_quality", "must be [min, max] in 1..100")

@@ -11,7 +11,14 @@ import pytest
 from ocrslim.config import DataConfig
 from ocrslim.data.datasets import load_det_dataset, load_rec_dataset
 from ocrslim.data.fonts import discover_fonts
-from ocrslim.data.synthetic import generate_synthetic, make_context, render_det_page, sample_rng
+from ocrslim.data.synthetic import (
+    generate_synthetic,
+    is_doc_page,
+    make_context,
+    render_det_page,
+    render_doc_page,
+    sample_rng,
+)
 from ocrslim.data.text import build_corpus, load_charset
 from ocrslim.errors import DataError
 
@@ -76,6 +83,43 @@ def test_gt_quads_contain_the_rendered_text(ctx) -> None:
             one = np.zeros(dark.shape, np.uint8)
             cv2.fillPoly(one, [np.round(q).astype(np.int32)], 1)
             assert dark[one.astype(bool)].mean() > 0.05
+
+
+def test_doc_pages_are_dense_non_overlapping_rows_with_ink_in_every_box(ctx) -> None:
+    import cv2
+
+    clean = dataclasses.replace(ctx, cfg=dataclasses.replace(TINY, aug=0.0, page_size=(480, 640)))
+    for i in range(3):
+        page, quads, texts, _ = render_doc_page(clean, sample_rng(3, "det", "train", i))
+        assert len(quads) == len(texts) >= 8  # rows fill the sheet, not 2-4 scattered lines
+        dark = page.min(axis=2) < 125
+        masks = []
+        for q in quads:
+            one = np.zeros(dark.shape, np.uint8)
+            cv2.fillPoly(one, [np.round(q).astype(np.int32)], 1)
+            masks.append(one.astype(bool))
+            assert dark[masks[-1]].mean() > 0.05  # each box holds ink of its own
+        union = np.logical_or.reduce(masks)
+        assert sum(int(m.sum()) for m in masks) <= 1.02 * int(union.sum())  # boxes do not overlap
+        inside = cv2.dilate(union.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        assert dark[~inside].sum() <= 0.01 * dark.sum()  # no ink outside the labelled boxes
+
+
+def test_doc_ratio_picks_pages_without_changing_scene_pages(ctx, tmp_path: Path) -> None:
+    cfg = dataclasses.replace(TINY, det_train=8, det_val=0, det_test=0, rec_train=0, rec_val=0, rec_test=0)
+    picks = [is_doc_page(dataclasses.replace(cfg, doc_ratio=0.5), "train", i) for i in range(200)]
+    assert 70 < sum(picks) < 130
+    assert not any(is_doc_page(dataclasses.replace(cfg, doc_ratio=0.0), "train", i) for i in range(50))
+    none = generate_synthetic(dataclasses.replace(cfg, doc_ratio=0.0), tmp_path / "a",
+                              dataclasses.replace(ctx, cfg=dataclasses.replace(cfg, doc_ratio=0.0)))
+    half_cfg = dataclasses.replace(cfg, doc_ratio=0.5)
+    half = generate_synthetic(half_cfg, tmp_path / "b", dataclasses.replace(ctx, cfg=half_cfg))
+    assert none["doc_pages"]["train"] == 0 and half["doc_pages"]["train"] == sum(
+        is_doc_page(half_cfg, "train", i) for i in range(8))
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    for i in range(8):
+        same = a[f"det/train/images/{i:06d}.jpg"] == b[f"det/train/images/{i:06d}.jpg"]
+        assert same != is_doc_page(half_cfg, "train", i)
 
 
 def test_cjk_lines_use_a_cjk_font(charset: list[str]) -> None:
