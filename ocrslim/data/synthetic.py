@@ -514,7 +514,7 @@ def generate_synthetic(
             "dictionary": {"spec": cfg.dictionary, "size": len(ctx.charset)},
             "counts": counts,
             "det_boxes": boxes,
-            "doc_pages": {split: sum(is_doc_page(cfg, split, i) for i in range(n)) for split, n in counts["det"].items()},
+            "doc_pages": {s: sum(is_doc_page(cfg, s, i) for i in range(n)) for s, n in counts["det"].items()},
             "corpus": {
                 "allowed_chars": len(ctx.corpus.allowed),
                 "zh_words": len(ctx.corpus.zh_words),
