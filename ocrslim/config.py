@@ -377,9 +377,14 @@ class PruneConfig:
     compensate: bool = True
     det_size: tuple[int, int] = (640, 640)  # (H, W) of the det input traced and used to count MACs
     rec_width: int = 320  # width of the 48×W rec input traced and used to count MACs
+    # rec vocabulary pruning: keep only these characters' CTC classes (null = all; "ascii" = printable
+    # ASCII; or a dictionary file, one character per line). For deployments that read one script only.
+    charset: str | None = None
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.ratio <= 0.9, "prune.ratio", f"is {self.ratio}, must be in [0, 0.9]")
+        _check(self.charset is None or self.charset == "ascii" or Path(self.charset).is_file(), "prune.charset",
+               f"is {self.charset!r}: not 'ascii' nor a dictionary file (one character per line); null keeps all")
         _check(self.rec_ratio is None or 0.0 <= self.rec_ratio <= 0.9, "prune.rec_ratio",
                f"is {self.rec_ratio}, must be in [0, 0.9] or null")
         _check(self.mode in ("uniform", "global"), "prune.mode", f"is {self.mode!r}, must be 'uniform' or 'global'")

@@ -33,8 +33,8 @@ from ocrslim.config import PruneConfig, StudentConfig
 from ocrslim.errors import ArtifactError, ConfigError
 
 __all__ = [
-    "calibration_input", "count_params_macs", "example_input", "make_student", "onnx_bytes", "prune_metrics",
-    "prune_model", "resolve_ignored",
+    "calibration_input", "charset_keep", "count_params_macs", "example_input", "make_student", "onnx_bytes",
+    "prune_metrics", "prune_model", "resolve_ignored", "restrict_charset",
 ]
 
 _TASKS = ("det", "rec")
@@ -366,9 +366,59 @@ def prune_model(
     return report
 
 
+def charset_keep(characters: Sequence[str], spec: str) -> list[int]:
+    """Indices (into ``characters``) a ``prune.charset`` spec keeps: "ascii" or a dictionary file.
+
+    Raises:
+        ConfigError: the spec keeps no character of the model's dictionary.
+    """
+    from ocrslim.zoo import read_dict_file
+
+    if spec == "ascii":
+        wanted = {chr(c) for c in range(0x21, 0x7F)}
+    else:
+        wanted = set(read_dict_file(spec))
+    keep = [i for i, c in enumerate(characters) if c in wanted]
+    if not keep:
+        raise ConfigError(f"prune.charset: {spec!r} keeps none of the model's {len(characters)} characters. "
+                          "Name a dictionary of the model's script.")
+    return keep
+
+
+def restrict_charset(model: nn.Module, characters: Sequence[str], keep: Sequence[int]) -> list[str]:
+    """Vocabulary pruning: keep only the CTC classes of ``characters[keep]`` (plus blank and space).
+
+    The head's output rows are sliced (blank row 0, the kept characters' rows, the space row last), so
+    the logits of the kept classes are unchanged and greedy decoding of text made of kept characters
+    is too; the softmax renormalises over fewer classes. Returns the new character list.
+
+    Raises:
+        ArtifactError: the model has no ``head.fc`` linear layer with ``len(characters) + 2`` outputs.
+    """
+    head = getattr(model, "head", None)
+    fc = getattr(head, "fc", None)
+    if not isinstance(fc, nn.Linear) or fc.out_features != len(characters) + 2:
+        raise ArtifactError(
+            f"prune.charset: the recogniser's head is not a CTC linear layer over {len(characters) + 2} classes. "
+            "Set prune.charset to null for this model."
+        )
+    rows = torch.tensor([0, *(i + 1 for i in keep), len(characters) + 1])
+    new = nn.Linear(fc.in_features, len(rows), bias=fc.bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(fc.weight[rows])
+        if fc.bias is not None:
+            new.bias.copy_(fc.bias[rows])
+    head.fc = new
+    head.out_channels = len(rows)
+    for kwargs in (getattr(head, "init_kwargs", {}), getattr(model, "init_kwargs", {}).get("head", {})):
+        if "num_classes" in kwargs:  # from_config rebuilds the smaller head
+            kwargs["num_classes"] = len(rows)
+    return [characters[i] for i in keep]
+
+
 def make_student(
-    teacher: nn.Module, task: str, cfg: PruneConfig, student: StudentConfig, *, num_classes: int | None = None,
-    measure_onnx: bool = True,
+    teacher: nn.Module, task: str, cfg: PruneConfig, student: StudentConfig, *,
+    characters: Sequence[str] | None = None, measure_onnx: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The student ``task`` starts from: the teacher pruned in place, or a seed architecture from scratch.
 
@@ -377,13 +427,15 @@ def make_student(
         task: "det" or "rec".
         cfg: the pruning settings (``cfg.task_ratio(task)``; the example input size).
         student: ``pruned`` or a :data:`~ocrslim.models.seed.SEED_STUDENTS` name per task.
-        num_classes: rec seed students: CTC classes (``len(characters) + 1``).
+        characters: rec: the teacher's dictionary (sizes a seed's CTC head; ``cfg.charset`` filters it).
         measure_onnx: report the exported ONNX bytes before (teacher) and after (student).
 
     Returns:
         ``(model, report)``: a :func:`prune_model` report; for a seed student ``config`` holds
         ``{"ratio": None, "init": "scratch", "arch": name}`` and ``pruned_layers`` is empty (nothing
-        is pruned: ``params_before``/``macs_before``/``onnx_bytes_before`` are the teacher's).
+        is pruned: ``params_before``/``macs_before``/``onnx_bytes_before`` are the teacher's). With
+        ``cfg.charset`` (rec), ``report["characters"]`` is the student's new dictionary and
+        ``report["charset"]`` counts classes before and after; the params/MACs/ONNX figures include it.
 
     Raises:
         ConfigError: ``student.<task>`` names no seed architecture of this task.
@@ -393,8 +445,12 @@ def make_student(
     _check_task(task)
     name = student.name(task)
     example = example_input(task, cfg)
+    keep = charset_keep(characters or [], cfg.charset) if task == "rec" and cfg.charset else None
     if name == "pruned":
-        return teacher, prune_model(teacher, task, cfg, example, measure_onnx=measure_onnx)
+        report = prune_model(teacher, task, cfg, example, measure_onnx=measure_onnx)
+        if keep is not None:
+            _restrict(teacher, characters or [], keep, report, example, measure_onnx)
+        return teacher, report
     known = sorted(n for n, spec in SEED_STUDENTS.items() if spec["task"] == task)
     if name not in known:
         raise ConfigError(
@@ -402,6 +458,7 @@ def make_student(
         )
     start = time.perf_counter()
     torch.manual_seed(0)  # the same random init on every run: the stage's output is reproducible
+    num_classes = len(characters) + 2 if characters else None  # blank + dictionary + space
     model = build_seed_student(task, num_classes=num_classes, name=name).eval()
     params_before, macs_before = count_params_macs(teacher, example)
     params_after, macs_after = count_params_macs(model, example)
@@ -424,8 +481,20 @@ def make_student(
     if measure_onnx:
         report["onnx_bytes_before"] = onnx_bytes(teacher, task)
         report["onnx_bytes_after"] = onnx_bytes(model, task)
+    if keep is not None:
+        _restrict(model, characters or [], keep, report, example, measure_onnx)
     report["seconds"] = round(time.perf_counter() - start, 2)
     return model, report
+
+
+def _restrict(model: nn.Module, characters: Sequence[str], keep: Sequence[int], report: dict[str, Any],
+              example: torch.Tensor, measure_onnx: bool) -> None:
+    """Apply :func:`restrict_charset` and update ``report``'s after-figures and dictionary."""
+    report["characters"] = restrict_charset(model, characters, keep)
+    report["charset"] = {"classes_before": len(characters) + 2, "classes_after": len(keep) + 2}
+    report["params_after"], report["macs_after"] = count_params_macs(model, example)
+    if measure_onnx:
+        report["onnx_bytes_after"] = onnx_bytes(model, "rec")
 
 
 def prune_metrics(report: dict[str, Any]) -> dict[str, Any]:
@@ -439,6 +508,9 @@ def prune_metrics(report: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {k: report[k] for k in keys if k in report}
     out["ratio"] = report["config"]["ratio"]
     out["pruned_layers"] = len(report["pruned_layers"])
+    if "charset" in report:
+        out["classes_before"] = report["charset"]["classes_before"]
+        out["classes_after"] = report["charset"]["classes_after"]
     for name in ("params", "macs", "onnx_bytes"):
         if report.get(f"{name}_before"):
             out[f"{name.split('_')[0]}_ratio"] = round(report[f"{name}_after"] / report[f"{name}_before"], 4)

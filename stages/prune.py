@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     model, meta = load_model(src)
     if meta.get("task") not in (None, args.task):
         raise ArtifactError(f"{src}: is a {meta['task']} model, not {args.task}. Check dvc.yaml's prune stage.")
-    chars = meta.get("characters")
-    model, report = make_student(model, args.task, cfg, student, num_classes=len(chars) + 1 if chars else None)
+    model, report = make_student(model, args.task, cfg, student, characters=meta.get("characters"))
+    if "characters" in report:  # prune.charset: the student reads a smaller dictionary
+        meta = {**meta, "characters": report.pop("characters")}
     out = Path(args.out or f"artifacts/pruned/{args.task}.pt")
     save_model(model, out, {**meta, "prune": {**report, "source": str(src)}})
     write_json(args.metrics or f"metrics/prune_{args.task}.json", prune_metrics(report))

@@ -185,3 +185,63 @@ def test_bias_compensation_keeps_constant_channels_contribution(compensate: bool
     # The removed channels were constant 1s: folded into conv2's bias, the output barely moves (their 1e-4
     # weights are the only loss); dropped, it shifts by conv2's weights on them.
     assert (err < 1e-2) if compensate else (err > 0.1)
+
+
+def _tiny_ctc(chars: list[str]) -> nn.Module:
+    from ocrslim.models import build_ctc_recognizer
+
+    torch.manual_seed(0)
+    return build_ctc_recognizer({"name": "PPLCNetV3", "scale": 0.25}, {"name": "EncoderWithSVTR", "dims": 16,
+                                "hidden_dims": 16, "num_heads": 2, "depth": 1},
+                                {"name": "CTCHead", "num_classes": len(chars) + 2}).eval()
+
+
+def test_restrict_charset_keeps_the_kept_classes_logits() -> None:
+    from ocrslim.prune import charset_keep, restrict_charset
+
+    chars = list("ab中c文!")
+    model = _tiny_ctc(chars)
+    x = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        before = model(x, return_logits=True)
+    keep = charset_keep(chars, "ascii")
+    assert keep == [0, 1, 3, 5]
+    assert restrict_charset(model, chars, keep) == list("abc!")
+    with torch.no_grad():
+        after = model(x, return_logits=True)
+        probs = model(x)
+    rows = [0, 1, 2, 4, 6, len(chars) + 1]  # blank, a, b, c, !, space
+    assert after.shape[-1] == 6 and torch.equal(after, before[..., rows])
+    assert torch.allclose(probs.sum(-1), torch.ones(2, 8))
+    rebuilt = type(model).from_config(model.init_kwargs)  # init_kwargs follow the new head
+    rebuilt.load_state_dict(model.state_dict())
+
+
+def test_charset_config_errors(tmp_path: Path) -> None:
+    from ocrslim.prune import charset_keep
+
+    with pytest.raises(ConfigError, match=r"^params\.yaml: prune\.charset is 'nope.txt'"):
+        load_section({"prune": {"charset": "nope.txt"}}, "prune", PruneConfig)
+    greek = tmp_path / "greek.txt"
+    greek.write_text("α\nβ\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"prune\.charset: .* keeps none of the model's 3 characters"):
+        charset_keep(list("abc"), str(greek))
+
+
+def test_stage_charset_writes_the_smaller_dictionary(tmp_path: Path) -> None:
+    from stages.prune import main
+
+    chars = list("ab中c文")
+    src = tmp_path / "teacher.pt"
+    save_model(_tiny_ctc(chars), src, {"task": "rec", "characters": chars})
+    params = tmp_path / "params.yaml"
+    params.write_text("prune:\n  rec_ratio: 0.0\n  rec_width: 64\n  charset: ascii\n")
+    out, metrics = tmp_path / "rec.pt", tmp_path / "prune_rec.json"
+    assert main(["--params", str(params), "--task", "rec", "--model", str(src), "--out", str(out),
+                 "--metrics", str(metrics)]) == 0
+    model, meta = load_model(out)
+    report = json.loads(metrics.read_text())
+    assert meta["characters"] == list("abc") and model.num_classes == 5
+    assert report["classes_before"] == 7 and report["classes_after"] == 5
+    assert report["params_after"] == sum(p.numel() for p in model.parameters()) < report["params_before"]
+    assert report["onnx_bytes_after"] < report["onnx_bytes_before"]

@@ -206,7 +206,7 @@ def test_build_seed_student_errors() -> None:
         (dict(task="det", name="resnet18"), ["'resnet18'", "mobilenetv3_small_fpn"]),
         (dict(task="det", name="vit_6x192"), ["'vit_6x192'", "rec model", "mobilenetv3_small_fpn"]),
         (dict(task="rec", name="mobilenetv3_small_fpn", num_classes=5), ["det model", "vit_6x192"]),
-        (dict(task="rec"), ["num_classes", "None", "len(charset) + 1"]),
+        (dict(task="rec"), ["num_classes", "None", "len(characters) + 2"]),
         (dict(task="rec", num_classes=1), ["num_classes", "1"]),
     ]
     for kwargs, needles in cases:

@@ -57,7 +57,8 @@ def build_seed_student(
 
     Args:
         task: "det" or "rec".
-        num_classes: rec only (required): CTC classes, ``len(charset) + 1`` for the blank; ignored for det.
+        num_classes: rec only (required): CTC classes, ``len(characters) + 2`` (blank first, space last:
+            ``ocrslim.postprocess.ctc_charset``); ignored for det.
         name: a key of :data:`SEED_STUDENTS` for ``task``; default :data:`DEFAULT_SEED` ``[task]``.
         with_threshold: det only: add the DB threshold branch now (needed by the DB loss). Leave it off
             to prune first (``prune_model`` refuses a det model that has one), then call
@@ -93,6 +94,6 @@ def build_seed_student(
     if num_classes is None or isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ConfigError(
             f"build_seed_student: num_classes is {num_classes!r} for rec, must be an int >= 2. "
-            "Pass len(charset) + 1 (class 0 is the CTC blank)."
+            "Pass len(characters) + 2 (class 0 is the CTC blank, the last the space)."
         )
     return build_ctc_recognizer(spec["backbone"], spec["neck"], {**spec["head"], "num_classes": num_classes})
