@@ -392,3 +392,16 @@ def test_seed_student_through_prune_and_distill_stages(tmp_path: Path) -> None:
     before = seed.state_dict()
     changed = [k for k, v in trained.state_dict().items() if k in before and not torch.equal(v, before[k])]
     assert any(k.startswith("backbone.") for k in changed)
+
+
+
+def test_seed_rec_head_covers_blank_dictionary_and_space() -> None:
+    from ocrslim.config import StudentConfig
+    from ocrslim.postprocess import ctc_charset
+    from ocrslim.prune import make_student
+
+    chars = list("abc")
+    teacher = build_seed_student("rec", num_classes=len(ctc_charset(chars)))
+    model, report = make_student(teacher, "rec", PruneConfig(rec_width=64), StudentConfig(rec="vit_6x192"),
+                                 characters=chars, measure_onnx=False)
+    assert model.num_classes == len(ctc_charset(chars)) == 5 and report["config"]["init"] == "scratch"
