@@ -430,6 +430,9 @@ class DistillConfig:
     det_kd: str = "bce"  # det KD on probability maps: "bce" (teacher map as soft labels) or "l2"
     det_kd_weight: float = 5.0  # scales det KD to DB's own probability term (its alpha = 5)
     det_size: int = 640  # square det training crop, px
+    # det crops: "inference" = pages resized as the detector's preprocessing does (× U(0.6, 1.2)) then
+    # cropped, so text has the size the deployed model sees; "page" = the long side to det_size × U(0.5, 1.5)
+    det_scale: str = "inference"
     rec_width: int = 320  # rec training width: crops resized to 48 high, squeezed/padded to this (PP-OCR)
     eval_every: int = 50  # steps between validations (and at the end); 0 = only at the end
     ckpt_every: int = 25  # steps between checkpoints (and at the end)
@@ -460,6 +463,8 @@ class DistillConfig:
         _check(self.det_kd in ("bce", "l2"), "distill.det_kd", f"is {self.det_kd!r}, must be 'bce' or 'l2'")
         _check(self.det_kd_weight > 0, "distill.det_kd_weight", "must be > 0")
         _check(self.det_size >= 32 and self.det_size % 32 == 0, "distill.det_size", "must be a multiple of 32, >= 32")
+        _check(self.det_scale in ("inference", "page"), "distill.det_scale",
+               f"is {self.det_scale!r}, must be 'inference' or 'page'")
         _check(self.rec_width >= 8 and self.rec_width % 8 == 0, "distill.rec_width", "must be a multiple of 8, >= 8")
         _check(self.eval_every >= 0, "distill.eval_every", "must be >= 0 (0 = only at the end)")
         _check(self.ckpt_every >= 1, "distill.ckpt_every", "must be >= 1")

@@ -239,7 +239,7 @@ class DetData:
 def det_data(cfg: DistillConfig, det_cfg: DetConfig, train: Sequence[str | Path] | None = None,
              val: Sequence[str | Path] | None = None) -> DetData:
     """Load ``cfg.train_data_det`` / ``cfg.val_data_det`` (or the paths given)."""
-    train_set = DetTrainSet(train or cfg.train_data_det, det_cfg, size=cfg.det_size)
+    train_set = DetTrainSet(train or cfg.train_data_det, det_cfg, size=cfg.det_size, scale=cfg.det_scale)
     val_samples = [s for p in (val if val is not None else cfg.val_data_det) for s in load_det_dataset(p, cfg.max_val)]
     return DetData(train_set, val_samples)
 

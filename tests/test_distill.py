@@ -229,3 +229,25 @@ def test_stage_copies_an_unpruned_student_without_training(tmp_path: Path) -> No
     assert meta["distill"]["mode"] == "skipped" and json.loads(metrics.read_text()) == {"mode": "skipped", "steps": 0}
     assert (tmp_path / "run" / "ckpt" / "skipped.json").is_file()  # DVC's declared outputs exist
     assert not (tmp_path / "run" / "ckpt" / "last.pt").exists()
+
+
+def test_det_crops_at_inference_scale_or_page_scale(tmp_path: Path) -> None:
+    from ocrslim.data.train import DetTrainSet
+
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "gt").mkdir()
+    cv2.imwrite(str(root / "images" / "p.png"), np.full((400, 300, 3), 255, np.uint8))
+    (root / "gt" / "gt_p.txt").write_text("140,190,160,190,160,210,140,210,x\n", encoding="utf-8")
+    cfg = DetConfig(limit_side_len=736, limit_type="min")  # short side 300 -> 736: the page is resized ×2.48
+    heights = {}
+    for mode in ("inference", "page"):
+        ds = DetTrainSet([root], cfg, size=256, scale=mode)
+        rng = np.random.default_rng(0)
+        hs = []
+        for _ in range(40):
+            _, polys, _ = ds._crop(cv2.imread(str(root / "images" / "p.png")), ds.samples[0], rng)
+            hs += [float(np.ptp(p[:, 1])) for p in polys]
+        heights[mode] = hs
+    assert heights["inference"] and all(20 * 2.48 * 0.6 - 1 <= h <= 20 * 2.48 * 1.2 + 1 for h in heights["inference"])
+    assert heights["page"] and all(20 * 256 / 400 * 0.5 - 1 <= h <= 20 * 256 / 400 * 1.5 + 1 for h in heights["page"])

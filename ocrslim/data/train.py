@@ -33,7 +33,7 @@ from ocrslim.config import DetConfig, RecConfig
 from ocrslim.data.datasets import DetSample, RecSample, load_det_dataset, load_rec_dataset, read_sample_image
 from ocrslim.errors import DataError
 from ocrslim.losses import make_db_targets
-from ocrslim.preprocess import normalize, rec_preprocess
+from ocrslim.preprocess import det_resize_shape, normalize, rec_preprocess
 
 __all__ = ["DetBatch", "DetTrainSet", "RecBatch", "RecTrainSet", "batch_indices", "encode_label"]
 
@@ -184,12 +184,19 @@ class DetTrainSet(_TrainSet):
         det_cfg: the student's preprocessing (mean, std).
         size: square crop side (multiple of 32).
         limit: first N pages of each set.
+        scale: "inference": pages are resized as the detector's preprocessing resizes them
+            (``det_resize_shape``: text at the size the deployed model sees), times U(0.6, 1.2), then
+            cropped; "page": the page's long side is resized to ``size`` × U(0.5, 1.5) (whole pages,
+            smaller text).
     """
 
     def __init__(self, paths: Sequence[str | Path], det_cfg: DetConfig, size: int = 640,
-                 limit: int | None = None) -> None:
+                 limit: int | None = None, scale: str = "inference") -> None:
+        if scale not in ("inference", "page"):
+            raise ValueError(f"scale must be 'inference' or 'page', not {scale!r}")
         self.cfg = det_cfg
         self.size = size
+        self.scale = scale
         self.samples: list[DetSample] = [s for p in paths for s in load_det_dataset(p, limit=limit)]
         self.bad_images: set[int] = set()
 
@@ -198,7 +205,10 @@ class DetTrainSet(_TrainSet):
     ) -> tuple[np.ndarray, list[np.ndarray], list[bool]]:
         size = self.size
         h, w = img.shape[:2]
-        scale = size * rng.uniform(0.5, 1.5) / max(h, w)
+        if self.scale == "inference":
+            scale = det_resize_shape(h, w, self.cfg)[0] / h * rng.uniform(0.6, 1.2)
+        else:
+            scale = size * rng.uniform(0.5, 1.5) / max(h, w)
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         img = cv2.resize(img, (nw, nh))
         x0 = int(rng.integers(0, nw - size + 1)) if nw > size else 0
