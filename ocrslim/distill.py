@@ -284,7 +284,9 @@ def distill_det(
     det_cfg = det_cfg or DetConfig()
     head = getattr(student, "head", None)
     if not hasattr(head, "enable_threshold"):
-        raise ArtifactError(f"student: {type(student).__name__} has no DB head. Pass a DBNet (artifacts/pruned/det.pt).")
+        raise ArtifactError(
+            f"student: {type(student).__name__} has no DB head. Pass a DBNet (artifacts/pruned/det.pt)."
+        )
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)  # the new branch's initial weights are part of the run's identity
         head.enable_threshold()

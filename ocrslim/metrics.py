@@ -348,7 +348,8 @@ class E2EMetric:
 
     Boxes are matched exactly as ``DetMetric`` (``match_icdar15``). A true positive is a matched pair whose
     texts are equal after ``normalize_for_ned`` (case-insensitive, letters and digits only, Unicode-aware so
-    Chinese lines are compared on their characters; on Latin text it equals ``normalize_ci_alnum``). Precision = TP / care predictions, recall = TP / care GT,
+    Chinese lines are compared on their characters; on Latin text it equals ``normalize_ci_alnum``).
+    Precision = TP / care predictions, recall = TP / care GT,
     F1 = 2 TP / (care GT + care predictions); ``None`` when a denominator is 0.
 
     Predictions are scored as the caller passes them: one with empty (or non-alphanumeric) text is still a

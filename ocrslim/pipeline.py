@@ -103,7 +103,9 @@ def _sidecar_meta(path: Path) -> dict[str, Any]:
     try:
         return json.loads(side.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{side}: not valid JSON ({exc.msg}, line {exc.lineno}). Rebuild it with dvc repro.") from None
+        raise ArtifactError(
+            f"{side}: not valid JSON ({exc.msg}, line {exc.lineno}). Rebuild it with dvc repro."
+        ) from None
 
 
 def open_model(

@@ -109,8 +109,8 @@ def upscale_small(crop: np.ndarray, min_side: int) -> np.ndarray:
 def rec_preprocess(crops: Sequence[np.ndarray], cfg: RecConfig) -> np.ndarray:
     """BGR crops → one batch Nx3xHxW: each resized to height H keeping aspect, right-padded with 0.
 
-    Crops smaller than ``cfg.min_side`` are first scaled up (:func:`upscale_small`). The batch width is the widest crop's width (at least ``cfg.min_width``), rounded up to a
-    multiple of 8 so the CTC frame count is exact.
+    Crops smaller than ``cfg.min_side`` are first scaled up (:func:`upscale_small`). The batch width is
+    the widest crop's width (at least ``cfg.min_width``), rounded up to a multiple of 8 so the CTC frame count is exact.
     """
     crops = [upscale_small(c, cfg.min_side) for c in crops]
     widths = [rec_target_width(c.shape[:2], cfg) for c in crops]

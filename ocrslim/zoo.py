@@ -82,7 +82,9 @@ def read_dict_file(path: str | Path) -> list[str]:
     """A character dictionary: one character (or token) per line, UTF-8."""
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: dictionary not found. Pass --dict with the model's character list (one per line).")
+        raise ArtifactError(
+            f"{path}: dictionary not found. Pass --dict with the model's character list (one per line)."
+        )
     lines = path.read_text(encoding="utf-8").split("\n")
     if lines and lines[-1] == "":
         lines = lines[:-1]
