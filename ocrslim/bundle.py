@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ocrslim.errors import ArtifactError
-from ocrslim.fsutil import atomic_path, write_json
+from ocrslim.fsutil import atomic_path, sha256_file, write_json
 from ocrslim.pipeline import MANIFEST, _configs, _sidecar_meta, sidecar_path, write_manifest
 
 # Sidecar keys that describe how a model was quantized, copied into its manifest entry.
@@ -82,8 +82,6 @@ def build_bundle(det_model: str | Path, rec_model: str | Path, out_dir: str | Pa
 
 def verify_bundle(path: str | Path) -> dict[str, Any]:
     """Check every file the manifest names exists with its sha256; return the manifest."""
-    import hashlib
-
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
@@ -94,7 +92,7 @@ def verify_bundle(path: str | Path) -> dict[str, Any]:
         f = path / entry.get("file", "")
         if not f.is_file():
             raise ArtifactError(f"{manifest_path}: {task} file {entry.get('file')!r} missing. Rebuild the bundle.")
-        if hashlib.sha256(f.read_bytes()).hexdigest() != entry.get("sha256"):
+        if sha256_file(f) != entry.get("sha256"):
             raise ArtifactError(f"{f}: sha256 differs from manifest.json. The file changed; rebuild the bundle.")
     return manifest
 

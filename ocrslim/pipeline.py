@@ -212,12 +212,12 @@ def write_manifest(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``dict.txt`` and ``manifest.json`` describing the models in ``out_dir``."""
-    from ocrslim.fsutil import write_json, write_text
+    from ocrslim.fsutil import sha256_file, write_json, write_text
 
     write_text(out_dir / "dict.txt", "".join(c + "\n" for c in characters))
 
     def sha(name: str) -> str:
-        return hashlib.sha256((out_dir / name).read_bytes()).hexdigest()
+        return sha256_file(out_dir / name)
 
     manifest = {
         "format": "ocrslim-bundle/1",
