@@ -32,10 +32,18 @@ from torch import nn
 
 from ocrslim.charmap import class_index_map, coverage
 from ocrslim.config import DetConfig, DistillConfig, RecConfig, from_dict, to_dict
-from ocrslim.data.datasets import DetSample, RecSample, load_det_dataset, load_rec_dataset, read_sample_image
+from ocrslim.data.datasets import (
+    DetSample,
+    RecSample,
+    is_labelled_det_set,
+    load_det_dataset,
+    load_rec_dataset,
+    read_sample_image,
+    resolve_data_path,
+)
 from ocrslim.data.train import DetBatch, DetTrainSet, RecBatch, RecTrainSet, batch_indices
 from ocrslim.engine import fit
-from ocrslim.errors import ArtifactError, ConfigError
+from ocrslim.errors import ArtifactError, ConfigError, DataError
 from ocrslim.losses import ctc_gt_loss, db_loss, det_kd_loss, rec_distill_loss
 from ocrslim.metrics import DetMetric, RecMetric
 from ocrslim.pipeline import OCR, Model
@@ -239,7 +247,16 @@ class DetData:
 def det_data(cfg: DistillConfig, det_cfg: DetConfig, train: Sequence[str | Path] | None = None,
              val: Sequence[str | Path] | None = None) -> DetData:
     """Load ``cfg.train_data_det`` / ``cfg.val_data_det`` (or the paths given)."""
-    train_set = DetTrainSet(train or cfg.train_data_det, det_cfg, size=cfg.det_size, scale=cfg.det_scale)
+    paths = list(train or cfg.train_data_det)
+    kd_only = cfg.alpha >= 1.0
+    if not kd_only:
+        for p in paths:
+            if Path(resolve_data_path(p)).is_dir() and not is_labelled_det_set(p):
+                raise DataError(
+                    f"distill.train_data_det: {p} has no ground truth (no gt/ beside images/). Label it, or set "
+                    "distill.alpha 1 to train on unlabelled images by KD alone."
+                )
+    train_set = DetTrainSet(paths, det_cfg, size=cfg.det_size, scale=cfg.det_scale, unlabelled_ok=kd_only)
     val_samples = [s for p in (val if val is not None else cfg.val_data_det) for s in load_det_dataset(p, cfg.max_val)]
     return DetData(train_set, val_samples)
 
@@ -300,13 +317,17 @@ def distill_det(
     def loss_fn(model: nn.Module, batch: DetBatch) -> dict[str, torch.Tensor]:
         device = _device_of(model)
         pred = model(torch.from_numpy(batch.images).to(device))
-        db = db_loss(pred, batch.gt_prob, batch.gt_mask, batch.gt_thresh, batch.gt_thresh_mask)
-        parts = {"db": db["loss"], "db_prob": db["prob"], "db_thresh": db["thresh"], "db_binary": db["binary"]}
+        parts: dict[str, torch.Tensor] = {}
+        if not use_teacher or cfg.alpha < 1.0:  # alpha 1 = KD only: the images need no ground truth
+            db = db_loss(pred, batch.gt_prob, batch.gt_mask, batch.gt_thresh, batch.gt_thresh_mask)
+            parts = {"db": db["loss"], "db_prob": db["prob"], "db_thresh": db["thresh"], "db_binary": db["binary"]}
         if not use_teacher or teacher is None:
-            return {"loss": db["loss"], **parts}
+            return {"loss": parts["db"], **parts}
         t_prob = torch.from_numpy(np.asarray(teacher.runner(batch.images), dtype=np.float32)).to(device)
         kd = cfg.det_kd_weight * det_kd_loss(pred["prob"], t_prob, kind=cfg.det_kd)
-        return {"loss": (1.0 - cfg.alpha) * db["loss"] + cfg.alpha * kd, "kd": kd, **parts}
+        if not parts:
+            return {"loss": kd, "kd": kd}
+        return {"loss": (1.0 - cfg.alpha) * parts["db"] + cfg.alpha * kd, "kd": kd, **parts}
 
     history = fit(
         student, cfg, out, batch_fn=batch_fn, loss_fn=loss_fn,

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 import yaml
 
 from ocrslim.config import DetConfig, DistillConfig, RecConfig
 from ocrslim.data.train import RecTrainSet, batch_indices
 from ocrslim.distill import det_data, distill_det, distill_rec, finetune, rec_data
+from ocrslim.errors import DataError
 from ocrslim.models import build_ctc_recognizer, build_dbnet, load_model, save_model
 from ocrslim.pipeline import Model
 from tests.conftest import render_line, render_page
@@ -251,3 +253,28 @@ def test_det_crops_at_inference_scale_or_page_scale(tmp_path: Path) -> None:
         heights[mode] = hs
     assert heights["inference"] and all(20 * 2.48 * 0.6 - 1 <= h <= 20 * 2.48 * 1.2 + 1 for h in heights["inference"])
     assert heights["page"] and all(20 * 256 / 400 * 0.5 - 1 <= h <= 20 * 256 / 400 * 1.5 + 1 for h in heights["page"])
+
+
+def test_det_kd_only_trains_on_unlabelled_images(tmp_path: Path) -> None:
+    labelled = _det_set(tmp_path / "det")
+    raw = tmp_path / "raw"  # plain images, no gt/: the user's own unlabelled domain pages
+    raw.mkdir()
+    img, _ = render_page()
+    cv2.imwrite(str(raw / "a.jpg"), img)
+    cv2.imwrite(str(raw / "b.png"), img[::-1])
+    teacher_net = _tiny_det().eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return teacher_net(torch.from_numpy(x)).numpy()
+
+    run.name = "torch"  # type: ignore[attr-defined]
+    cfg = _cfg(steps=2, alpha=1.0, batch_size_det=2)
+    data = det_data(cfg, DetConfig(limit_side_len=256), train=[raw], val=[labelled])
+    assert len(data.train) == 2 and not any(s.labelled for s in data.train.samples)
+    report = distill_det(_tiny_det(), Model("det", run, "t"), cfg, data, tmp_path / "run", progress=False,
+                         det_cfg=DetConfig(limit_side_len=256))
+    train = report["fit"]["train"]
+    assert np.isfinite(train["loss"]) and train["loss"] == train["kd"] > 0 and "db" not in train
+    with pytest.raises(DataError, match=r"^distill\.train_data_det: .*raw has no ground truth .* distill\.alpha 1"):
+        det_data(_cfg(alpha=0.9), DetConfig(), train=[raw], val=[labelled])

@@ -74,12 +74,15 @@ class DetSample:
         polys: one read-only (K, 2) float32 array of x, y points per box (K = 4 in ICDAR files).
         texts: transcription of each box, verbatim.
         ignore: per box, True for don't care (transcription ``###``).
+        labelled: False for an image read by :func:`load_det_images` (no ground truth at all, as opposed
+            to a labelled page without text).
     """
 
     image: Path
     polys: tuple[np.ndarray, ...]
     texts: tuple[str, ...]
     ignore: tuple[bool, ...]
+    labelled: bool = True
 
 
 @dataclass(frozen=True)
@@ -284,6 +287,37 @@ def load_det_dataset(path: str | Path, limit: int | None = None) -> list[DetSamp
     if (root / "images").is_dir() and (root / "gt").is_dir():
         return _load_icdar_det(root, limit)
     raise DataError(f"{root}: not a detection set layout. Pass a detection set: {_DET_LAYOUTS}.")
+
+
+def load_det_images(path: str | Path, limit: int | None = None) -> list[DetSample]:
+    """Unlabelled detection images (for KD-only training): a directory of images, or its ``images/``.
+
+    Returns:
+        One ``DetSample`` per image (sorted by name) with no boxes and ``labelled=False``.
+
+    Raises:
+        DataError: the path is not a directory holding images.
+    """
+    _check_limit(limit)
+    root = resolve_data_path(path)
+    folder = root / "images" if (root / "images").is_dir() else root
+    images = sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: p.name,
+    ) if folder.is_dir() else []
+    if not images:
+        raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}). Pass a directory of images.")
+    return [DetSample(image=p, polys=(), texts=(), ignore=(), labelled=False) for p in images[:limit]]
+
+
+def is_labelled_det_set(path: str | Path) -> bool:
+    """Whether ``path`` is in a labelled detection layout (ICDAR 2015 directory or PaddleOCR label file)."""
+    root = resolve_data_path(path)
+    if root.is_file():
+        return True
+    if (root / "det").is_dir():
+        root = root / "det"
+    return (root / "images").is_dir() and (root / "gt").is_dir()
 
 
 # ----------------------------------------------------------------------------------------- recognition

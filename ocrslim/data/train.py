@@ -30,7 +30,15 @@ import cv2
 import numpy as np
 
 from ocrslim.config import DetConfig, RecConfig
-from ocrslim.data.datasets import DetSample, RecSample, load_det_dataset, load_rec_dataset, read_sample_image
+from ocrslim.data.datasets import (
+    DetSample,
+    RecSample,
+    is_labelled_det_set,
+    load_det_dataset,
+    load_det_images,
+    load_rec_dataset,
+    read_sample_image,
+)
 from ocrslim.errors import DataError
 from ocrslim.losses import make_db_targets
 from ocrslim.preprocess import det_resize_shape, normalize, rec_preprocess
@@ -184,6 +192,8 @@ class DetTrainSet(_TrainSet):
         det_cfg: the student's preprocessing (mean, std).
         size: square crop side (multiple of 32).
         limit: first N pages of each set.
+        unlabelled_ok: sets that are plain image directories (no ground truth) are read with
+            :func:`~ocrslim.data.datasets.load_det_images` (KD-only training); otherwise they are an error.
         scale: "inference": pages are resized as the detector's preprocessing resizes them
             (``det_resize_shape``: text at the size the deployed model sees), times U(0.6, 1.2), then
             cropped; "page": the page's long side is resized to ``size`` × U(0.5, 1.5) (whole pages,
@@ -191,13 +201,18 @@ class DetTrainSet(_TrainSet):
     """
 
     def __init__(self, paths: Sequence[str | Path], det_cfg: DetConfig, size: int = 640,
-                 limit: int | None = None, scale: str = "inference") -> None:
+                 limit: int | None = None, scale: str = "inference", unlabelled_ok: bool = False) -> None:
         if scale not in ("inference", "page"):
             raise ValueError(f"scale must be 'inference' or 'page', not {scale!r}")
         self.cfg = det_cfg
         self.size = size
         self.scale = scale
-        self.samples: list[DetSample] = [s for p in paths for s in load_det_dataset(p, limit=limit)]
+        self.samples: list[DetSample] = []
+        for p in paths:
+            if unlabelled_ok and not is_labelled_det_set(p):
+                self.samples += load_det_images(p, limit=limit)
+            else:
+                self.samples += load_det_dataset(p, limit=limit)
         self.bad_images: set[int] = set()
 
     def _crop(
