@@ -414,7 +414,7 @@ class DistillConfig:
 
     teacher_det: str | None = "ppocrv4_mobile_det"  # open_model spec (conf: ${teacher.det}); null only with alpha 0
     teacher_rec: str | None = "ppocrv4_mobile_rec"
-    steps: int = 100  # optimizer steps (not epochs)
+    steps: int = 200  # optimizer steps (not epochs)
     batch_size_det: int = 4  # per process (DDP: per rank)
     batch_size_rec: int = 16
     lr: float = 5e-4  # peak AdamW learning rate, after warm-up
@@ -434,7 +434,7 @@ class DistillConfig:
     # cropped, so text has the size the deployed model sees; "page" = the long side to det_size × U(0.5, 1.5)
     det_scale: str = "inference"
     rec_width: int = 320  # rec training width: crops resized to 48 high, squeezed/padded to this (PP-OCR)
-    eval_every: int = 50  # steps between validations (and at the end); 0 = only at the end
+    eval_every: int = 100  # steps between validations (and at the end); 0 = only at the end
     ckpt_every: int = 25  # steps between checkpoints (and at the end)
     seed: int = 0
     device: str = "auto"  # "cpu" | "cuda" | "auto" (cuda when available)
