@@ -186,14 +186,19 @@ def summary_metrics(evals: dict[str, str | Path], bench_file: str | Path, prune_
     Keys are flat and stable so ``dvc metrics diff`` / ``dvc exp show`` and ``ocrslim select`` read them;
     a number that was not measured is absent, never 0.
     """
-    bench = _read(bench_file)
-    prune = {t: _read(p) for t, p in prune_files.items()}
+    evs = {n: _read(p) for n, p in evals.items() if Path(p).is_file()}
     quant = {t: _read(p) for t, p in (quant_files or {}).items()}
+    return _summary(evs, _read(bench_file), {t: _read(p) for t, p in prune_files.items()}, quant)
+
+
+def _summary(evs: dict[str, dict[str, Any]], bench: dict[str, Any], prune: dict[str, dict[str, Any]],
+             quant: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`summary_metrics` of already-read metrics files."""
     out: dict[str, dict[str, Any]] = {}
     for name, (ev_name, bench_name) in SUMMARY.items():
-        if ev_name not in evals or not Path(evals[ev_name]).is_file():
+        if ev_name not in evs:
             continue
-        row = variant_row(_read(evals[ev_name]), bench.get(bench_name, {}) if bench_name else {})
+        row = variant_row(evs[ev_name], bench.get(bench_name, {}) if bench_name else {})
         row["params_m"] = _params_m(prune, "params_before" if name == "teacher" else "params_after")
         if name == "bundle":
             for t in ("det", "rec"):
@@ -273,19 +278,20 @@ def summary_report(evals: dict[str, str | Path], bench_file: str | Path, prune_f
     prune = {t: _read(p) for t, p in prune_files.items()}
     distill = {t: _read(p) for t, p in (distill_files or {}).items()}
     quant = {t: _read(p) for t, p in (quant_files or {}).items()}
-    summary = summary_metrics(evals, bench_file, prune_files, quant_files)
+    evs = {n: _read(p) for n, p in evals.items() if Path(p).is_file()}
+    summary = _summary(evs, bench, prune, quant)
 
     def f(v: Any, digits: int = 3) -> str:
         return "–" if v is None else f"{v:.{digits}f}"
 
     rows = []
     for ev_name, bench_name, label in VARIANTS:
-        if ev_name not in evals or not Path(evals[ev_name]).is_file():
+        if ev_name not in evs:
             continue
         b = bench.get(bench_name, {}) if bench_name else {}
         if bench_name and not b:
             continue
-        row = variant_row(_read(evals[ev_name]), b)
+        row = variant_row(evs[ev_name], b)
         row["name"] = label
         row["params_m"] = summary.get(ev_name, {}).get("params_m")
         rows.append(row)
