@@ -628,7 +628,11 @@ def quantize_task(
         run = _Run(task, onnx_path, float_mnn, qcfg, cfg, Path(tmp), log)
         log(f"quantize {task}: fp32 {_size_mb(float_mnn)} MB: "
             + ", ".join(f"{k} {run.gate.metric} {v:.4f}" for k, v in run.gate.fp32.items()))
-        chosen = _full_int8(run, method, attempts, float_layers)
+        if cfg.full_int8:
+            chosen = _full_int8(run, method, attempts, float_layers)
+        else:
+            chosen = None
+            log(f"quantize {task}: full INT8 skipped (quantize.full_int8 false), trying {', '.join(cfg.fallbacks)}")
         for kind in cfg.fallbacks:
             if chosen is not None:
                 break

@@ -37,8 +37,8 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, Any]:
         flat[f"shipped_{name}_{metric}"] = report["final"].get(name)
         flat[f"drop_{name}"] = report["drop"].get(name)
     flat["max_drop"] = report["max_drop"]
-    flat["seconds"] = report["seconds"]
-    flat["attempts"] = report["attempts"]
+    # no wall times: the metrics file stays identical when the same inputs are quantized again
+    flat["attempts"] = [{k: v for k, v in a.items() if k != "seconds"} for a in report["attempts"]]
     flat["repair"] = report["repair"]  # every group a repair kept float (ops counted), also when INT8 lost
     return flat
 

@@ -175,6 +175,13 @@ def test_failed_int8_falls_back_and_records_every_attempt(det: SimpleNamespace, 
     assert side["precision"] == "int8-weights" and side["float_layers"] == [] and side["quant_method"] is None
 
 
+def test_full_int8_false_starts_at_the_fallbacks(det: SimpleNamespace, tmp_path: Path) -> None:
+    lines: list[str] = []
+    report = _run(det, tmp_path / "det.mnn", det.good, lines, full_int8=False, fallbacks=("fp16",))
+    assert [a["kind"] for a in report["attempts"]] == ["fp16"] and report["precision"] == "fp16"
+    assert any("full INT8 skipped (quantize.full_int8 false)" in ln for ln in lines)
+
+
 def test_tool_crash_is_reported_and_the_next_option_tried(
     det: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
