@@ -338,21 +338,13 @@ def prune_model(
     out_after = _out_channels(model)
     pruned = {n: [out_before[n], c] for n, c in out_after.items() if n in out_before and out_before[n] != c}
 
-    report: dict[str, Any] = {
-        "task": task,
-        "params_before": params_before,
-        "params_after": params_after,
-        "macs_before": macs_before,
-        "macs_after": macs_after,
-        "example_shape": list(example.shape),
-        "output_shape": list(shape_before),
-        "pruned_layers": pruned,
-        "groups_skipped": skipped,
-        "layers_compensated": compensated,
-        "ignored": [names[id(m)] for m in ignored],
-        "config": {"ratio": ratio, "mode": cfg.mode, "compensate": cfg.compensate, "ignore": list(cfg.ignore(task)),
-                   "round_to": cfg.round_to},
-    }
+    report = _report(
+        task, (params_before, macs_before), (params_after, macs_after), example, list(shape_before),
+        pruned_layers=pruned, groups_skipped=skipped, layers_compensated=compensated,
+        ignored=[names[id(m)] for m in ignored],
+        config={"ratio": ratio, "mode": cfg.mode, "compensate": cfg.compensate, "ignore": list(cfg.ignore(task)),
+                "round_to": cfg.round_to},
+    )
     if measure_onnx:
         bytes_after = onnx_bytes(model, task) if ratio > 0 else bytes_before
         report["onnx_bytes_before"] = bytes_before
@@ -364,6 +356,21 @@ def prune_model(
             )
     report["seconds"] = round(time.perf_counter() - start, 2)
     return report
+
+
+def _report(task: str, before: tuple[int, int], after: tuple[int, int], example: torch.Tensor,
+            output_shape: list[int], **rest: Any) -> dict[str, Any]:
+    """The report of :func:`prune_model` / :func:`make_student`: (params, MACs) before and after, then ``rest``."""
+    return {
+        "task": task,
+        "params_before": before[0],
+        "params_after": after[0],
+        "macs_before": before[1],
+        "macs_after": after[1],
+        "example_shape": list(example.shape),
+        "output_shape": output_shape,
+        **rest,
+    }
 
 
 def charset_keep(characters: Sequence[str], spec: str) -> list[int]:
@@ -460,24 +467,11 @@ def make_student(
     torch.manual_seed(0)  # the same random init on every run: the stage's output is reproducible
     num_classes = len(characters) + 2 if characters else None  # blank + dictionary + space
     model = build_seed_student(task, num_classes=num_classes, name=name).eval()
-    params_before, macs_before = count_params_macs(teacher, example)
-    params_after, macs_after = count_params_macs(model, example)
-    with torch.no_grad():
-        shape = list(_forward(model, example).shape)
-    report: dict[str, Any] = {
-        "task": task,
-        "params_before": params_before,
-        "params_after": params_after,
-        "macs_before": macs_before,
-        "macs_after": macs_after,
-        "example_shape": list(example.shape),
-        "output_shape": shape,
-        "pruned_layers": {},
-        "groups_skipped": 0,
-        "layers_compensated": 0,
-        "ignored": [],
-        "config": {"ratio": None, "init": "scratch", "arch": name},
-    }
+    report = _report(
+        task, count_params_macs(teacher, example), count_params_macs(model, example), example,
+        list(_forward(model, example).shape), pruned_layers={}, groups_skipped=0, layers_compensated=0, ignored=[],
+        config={"ratio": None, "init": "scratch", "arch": name},
+    )
     if measure_onnx:
         report["onnx_bytes_before"] = onnx_bytes(teacher, task)
         report["onnx_bytes_after"] = onnx_bytes(model, task)

@@ -766,7 +766,30 @@ def _write(run: _Run, chosen: _Candidate, out: Path, method: str, float_layers: 
     }
 
 
+def quantize_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """The metrics file: flat keys first (``shipped_<set>_<metric>`` is the chosen model's number, of
+    the ``precision`` it has; ``float_layers`` counts the ops it keeps float), then the attempts and repairs."""
+    metric = report["metric"]
+    flat: dict[str, Any] = {
+        "precision": report["precision"],
+        "method": report["method"],
+        "size_mb": report["size_mb"],
+        "fp32_size_mb": report["fp32_size_mb"],
+        "float_layers": sum(len(layer["ops"]) for layer in report["float_layers"]),
+        "fixed_input_shape": report["fixed_input_shape"],
+    }
+    for name in report["fp32"]:
+        flat[f"fp32_{name}_{metric}"] = report["fp32"][name]
+        flat[f"shipped_{name}_{metric}"] = report["final"].get(name)
+        flat[f"drop_{name}"] = report["drop"].get(name)
+    flat["max_drop"] = report["max_drop"]
+    # no wall times: the metrics file stays identical when the same inputs are quantized again
+    flat["attempts"] = [{k: v for k, v in a.items() if k != "seconds"} for a in report["attempts"]]
+    flat["repair"] = report["repair"]  # every group a repair kept float (ops counted), also when INT8 lost
+    return flat
+
+
 __all__ = [
     "PRECISIONS", "Gate", "QuantizeError", "fixed_shape_onnx", "gate_sets", "group_key", "group_sensitivity",
-    "layer_groups", "output_error", "quantize_task", "runs_at_other_shapes", "sensitivity_inputs",
+    "layer_groups", "output_error", "quantize_metrics", "quantize_task", "runs_at_other_shapes", "sensitivity_inputs",
 ]
