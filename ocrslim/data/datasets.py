@@ -282,11 +282,18 @@ def load_det_dataset(path: str | Path, limit: int | None = None) -> list[DetSamp
         return _load_paddle_det(root, limit)
     if not root.is_dir():
         raise DataError(f"{root}: not found. Pass a detection set: {_DET_LAYOUTS}.")
+    icdar = _icdar_det_root(root)
+    if icdar is not None:
+        return _load_icdar_det(icdar, limit)
+    shown = root / "det" if (root / "det").is_dir() else root
+    raise DataError(f"{shown}: not a detection set layout. Pass a detection set: {_DET_LAYOUTS}.")
+
+
+def _icdar_det_root(root: Path) -> Path | None:
+    """The ICDAR 2015 set directory (``images/`` + ``gt/``) at ``root`` or its ``det/``, if any."""
     if (root / "det").is_dir():
         root = root / "det"
-    if (root / "images").is_dir() and (root / "gt").is_dir():
-        return _load_icdar_det(root, limit)
-    raise DataError(f"{root}: not a detection set layout. Pass a detection set: {_DET_LAYOUTS}.")
+    return root if (root / "images").is_dir() and (root / "gt").is_dir() else None
 
 
 def load_det_images(path: str | Path, limit: int | None = None) -> list[DetSample]:
@@ -313,11 +320,7 @@ def load_det_images(path: str | Path, limit: int | None = None) -> list[DetSampl
 def is_labelled_det_set(path: str | Path) -> bool:
     """Whether ``path`` is in a labelled detection layout (ICDAR 2015 directory or PaddleOCR label file)."""
     root = resolve_data_path(path)
-    if root.is_file():
-        return True
-    if (root / "det").is_dir():
-        root = root / "det"
-    return (root / "images").is_dir() and (root / "gt").is_dir()
+    return root.is_file() or _icdar_det_root(root) is not None
 
 
 # ----------------------------------------------------------------------------------------- recognition
