@@ -40,6 +40,7 @@ VARIANTS: dict[str, tuple[str, float, dict]] = {
     "scale": ("+ inference-scale crops", 0.4, {"det_scale": "inference", "steps": 100}),
     "steps200": ("+ 200 steps (the default)", 0.4, {"det_scale": "inference", "steps": 200}),
     "kd_only": ("200 steps, KD only (alpha 1)", 0.4, {"det_scale": "inference", "steps": 200, "alpha": 1.0}),
+    "alpha05": ("200 steps, alpha 0.5", 0.4, {"det_scale": "inference", "steps": 200, "alpha": 0.5}),
 }
 
 
