@@ -25,11 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ocrslim.cidiff import SYNTH_EVAL, clone_checkout, dvc_cmd, tool_env  # noqa: E402
-from ocrslim.errors import ToolError  # noqa: E402
-from ocrslim.stage import run_main  # noqa: E402
+from ocrslim.cidiff import SYNTH_EVAL, clone_checkout, dvc_cmd, tool_env
+from ocrslim.core.errors import ToolError
+from ocrslim.stage import run_main
 
 _RUNNING = re.compile(r"^Running stage '([^']+)'")
 _SKIPPED = re.compile(r"^Stage '([^']+)' (?:didn't change|is cached)")

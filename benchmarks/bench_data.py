@@ -12,10 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ocrslim.config import DataConfig  # noqa: E402
-from ocrslim.data.synthetic import generate_synthetic, make_context  # noqa: E402
+from ocrslim.core.config import DataConfig
+from ocrslim.data.synthetic import generate_synthetic, make_context
 
 
 def main() -> int:

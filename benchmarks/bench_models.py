@@ -18,24 +18,23 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from ocrslim.eval.bench import file_mb, latency_ms, peak_rss_mb
+from ocrslim.export.mnn import open_model_on
+from ocrslim.models.registry import teacher_onnx_path
 
-from ocrslim.bench import file_mb, latency_ms, peak_rss_mb  # noqa: E402
-from ocrslim.pipeline import open_model  # noqa: E402
-from ocrslim.zoo import zoo_onnx_path  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SHAPES = {"det": (1, 3, 736, 736), "rec": (6, 3, 48, 320)}
 
 
 def variants(task: str) -> list[tuple[str, str, str | None, Path | None]]:
     """(label, spec, backend, file for size) for every variant available."""
-    from ocrslim.pipeline import _zoo_as_mnn  # the cached FP32 conversion the CLI uses
+    from ocrslim.infer.pipeline import _zoo_as_mnn  # the cached FP32 conversion the CLI uses
 
     zoo = f"ppocrv4_mobile_{task}"
     out: list[tuple[str, str, str | None, Path | None]] = [
         ("teacher · torch", zoo, "torch", None),
-        ("teacher · onnxruntime", zoo, "onnx", zoo_onnx_path(zoo)),
+        ("teacher · onnxruntime", zoo, "onnx", teacher_onnx_path(zoo)),
         ("teacher · mnn fp32", zoo, "mnn", _zoo_as_mnn(zoo)),
     ]
     for label, path in (("dag teacher · onnx", REPO / f"artifacts/onnx/teacher_{task}.onnx"),
@@ -65,7 +64,7 @@ def main() -> int:
         for label, spec, backend, sized in variants(task):
             cells, last = [], None
             for t in args.threads:
-                runner = open_model(spec, task, backend=backend, threads=t).runner
+                runner = open_model_on(spec, task, backend, threads=t).runner
                 stats = latency_ms(lambda r=runner, x=x: r(x), runs=args.runs)
                 cells.append(f"{stats['p50']:.1f} / {stats['p90']:.1f}")
                 last = stats["p50"]

@@ -3,7 +3,7 @@
     python benchmarks/charset_prune.py [--charsets full ascii] [--limit N]
 
 For each charset, the DAG's teacher recogniser (``artifacts/teacher/rec.pt``, unpruned channels) gets
-the prune stage's treatment (``ocrslim.prune.make_student`` with ``prune.charset``), is exported to
+the prune stage's treatment (``ocrslim.compress.prune.make_student`` with ``prune.charset``), is exported to
 ONNX as the export stage does (parity-gated), and is evaluated with ONNX Runtime on the real dev
 sets (IC15 words, SROIE line crops; case-insensitive alphanumeric accuracy) and on the synthetic
 test lines (half of them Chinese; exact accuracy). Needs ``dvc repro teacher data`` and
@@ -18,16 +18,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from ocrslim.config import ExportConfig, PruneConfig, StudentConfig, load_section  # noqa: E402
-from ocrslim.evaluate import evaluate_rec  # noqa: E402
-from ocrslim.export.steps import export_model  # noqa: E402
-from ocrslim.models.io import load_model, save_model  # noqa: E402
-from ocrslim.pipeline import OCR, open_model  # noqa: E402
-from ocrslim.prune import make_student  # noqa: E402
+from ocrslim.compress.prune import make_student
+from ocrslim.core.config import ExportConfig, PruneConfig, StudentConfig, load_section
+from ocrslim.eval.evaluate import evaluate_rec
+from ocrslim.export.steps import export_model
+from ocrslim.infer.pipeline import OCR, open_model
+from ocrslim.models.io import load_model, save_model
 
 SETS = {
     "IC15 acc": ("../shared/data/ic15_words_dev", "accuracy_ci_alnum"),

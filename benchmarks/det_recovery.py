@@ -22,16 +22,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from ocrslim.config import DataConfig, DistillConfig, load_section  # noqa: E402
-from ocrslim.data.datasets import load_det_dataset  # noqa: E402
-from ocrslim.data.synthetic import generate_synthetic  # noqa: E402
-from ocrslim.distill import det_data, det_metrics, distill_det, student_configs  # noqa: E402
-from ocrslim.models.io import load_model  # noqa: E402
-from ocrslim.pipeline import open_model  # noqa: E402
+from ocrslim.compress.distill import det_data, det_metrics, distill_det
+from ocrslim.core.artifacts import preprocessing
+from ocrslim.core.config import DataConfig, DistillConfig, load_section
+from ocrslim.data.datasets import load_det_dataset
+from ocrslim.data.synthetic import generate_synthetic
+from ocrslim.infer.pipeline import open_model
+from ocrslim.models.io import load_model
 
 #: name → (description, data.doc_ratio, distill overrides)
 VARIANTS: dict[str, tuple[str, float, dict]] = {
@@ -57,7 +56,7 @@ def main() -> int:
     data_cfg = load_section(args.params, "data", DataConfig)
     sroie = load_det_dataset(args.sroie, args.pages)
     _, meta = load_model("artifacts/pruned/det.pt")
-    det_cfg, _ = student_configs(meta)
+    det_cfg, _ = preprocessing(meta)
     teacher = open_model(base.teacher_det or "ppocrv4_mobile_det", "det", threads=base.threads)
     with tempfile.TemporaryDirectory(prefix="ocrslim-detrec-") as tmp:
         sets: dict[float, Path] = {}
@@ -89,9 +88,9 @@ def main() -> int:
 
 def _score_runner(model, samples) -> float:
     """Det hmean of an opened pipeline model (the teacher, in its own runtime) on ``samples``."""
-    from ocrslim.metrics import DetMetric
-    from ocrslim.pipeline import OCR
-    from ocrslim.preprocess import read_image
+    from ocrslim.eval.metrics import DetMetric
+    from ocrslim.infer.pipeline import OCR
+    from ocrslim.infer.preprocess import read_image
 
     ocr, metric = OCR(model, None), DetMetric()
     for s in samples:

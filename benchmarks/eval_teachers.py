@@ -14,13 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from ocrslim.core.fsutil import write_json
+from ocrslim.eval.evaluate import evaluate
+from ocrslim.eval.report import eval_table, max_spread
+from ocrslim.export.mnn import open_model_on
+from ocrslim.infer.pipeline import OCR
 
-from ocrslim.evaluate import evaluate  # noqa: E402
-from ocrslim.fsutil import write_json  # noqa: E402
-from ocrslim.pipeline import OCR, open_model  # noqa: E402
-from ocrslim.report import eval_table, max_spread  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DATA = REPO.parent / "shared" / "data"
 
@@ -36,8 +36,8 @@ def main() -> int:
     files = []
     for backend in args.backends:
         t0 = time.perf_counter()
-        ocr = OCR(open_model(f"{args.family}_det", "det", backend=backend, threads=args.threads),
-                  open_model(f"{args.family}_rec", "rec", backend=backend, threads=args.threads))
+        ocr = OCR(open_model_on(f"{args.family}_det", "det", backend, threads=args.threads),
+                  open_model_on(f"{args.family}_rec", "rec", backend, threads=args.threads))
         res = evaluate(ocr, [DATA / "sroie_dev"], [DATA / "sroie_dev", DATA / "ic15_words_dev"], limit=args.limit,
                        progress=sys.stderr.isatty())
         out = Path(args.out) / f"{args.family}_{backend}.json"

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from ocrslim.data.datasets import load_rec_dataset, read_sample_image  # noqa: E402
-from ocrslim.pipeline import open_model  # noqa: E402
-from ocrslim.preprocess import rec_preprocess  # noqa: E402
+from ocrslim.data.datasets import load_rec_dataset, read_sample_image
+from ocrslim.infer.pipeline import open_model
+from ocrslim.infer.preprocess import rec_preprocess
 
 
 def main() -> int:

@@ -17,22 +17,21 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from ocrslim.config import PruneConfig, load_section  # noqa: E402
-from ocrslim.data.datasets import load_det_dataset, load_rec_dataset  # noqa: E402
-from ocrslim.distill import det_metrics, rec_metrics, student_configs  # noqa: E402
-from ocrslim.models.io import load_model  # noqa: E402
-from ocrslim.prune import example_input, prune_model  # noqa: E402
+from ocrslim.compress.distill import det_metrics, rec_metrics
+from ocrslim.compress.prune import example_input, prune_model
+from ocrslim.core.artifacts import preprocessing
+from ocrslim.core.config import PruneConfig, load_section
+from ocrslim.data.datasets import load_det_dataset, load_rec_dataset
+from ocrslim.models.io import load_model
 
 STAGES = ("backbone.blocks3*", "backbone.blocks4*", "backbone.blocks5*", "backbone.blocks6*")
 
 
 def score(task: str, model: torch.nn.Module, meta: dict, samples: list) -> float:
     model.eval()
-    det_cfg, rec_cfg = student_configs(meta)
+    det_cfg, rec_cfg = preprocessing(meta)
     with torch.no_grad():
         if task == "rec":
             return rec_metrics(model, samples, meta["characters"], rec_cfg)["one_minus_ned"]

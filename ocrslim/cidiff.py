@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ocrslim.errors import OcrslimError, ToolError
+from ocrslim.core.errors import OcrslimError, ToolError
 
 # The data stage's synthetic test split stands in for the real dev sets (not in CI, and offline by design).
 SYNTH_EVAL = ("eval.det_data=[data/synth/det/test]", "eval.rec_data=[data/synth/rec/test]")

@@ -1,7 +1,7 @@
 """Command line: ``ocrslim read``, ``ocrslim eval``, ``ocrslim zoo``, ``ocrslim select``.
 
-A model argument is a zoo name, ``onnx:<path>``, or a .pt / .onnx / .mnn file; the runner
-follows from it. User mistakes print one line and exit 1; bugs keep their traceback.
+A model argument is a registered teacher name, ``onnx:<path>``, or a .safetensors / .onnx / .mnn file; the
+runner follows from it. User mistakes print one line and exit 1; bugs keep their traceback.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ocrslim.errors import OcrslimError
+from ocrslim.core.errors import OcrslimError
 from ocrslim.stage import run_main
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", help="bundle directory with manifest.json (e.g. artifacts/mnn)")
-    p.add_argument("--det", help="detection model: zoo name, onnx:<path>, .pt, .onnx or .mnn")
-    p.add_argument("--rec", help="recognition model: zoo name, onnx:<path>, .pt, .onnx or .mnn")
+    p.add_argument("--det", help="detection model: zoo name, onnx:<path>, .safetensors, .onnx or .mnn")
+    p.add_argument("--rec", help="recognition model: zoo name, onnx:<path>, .safetensors, .onnx or .mnn")
     p.add_argument("--dict", dest="dict_path", help="character list for a recogniser without one (one per line)")
     p.add_argument(
         "--backend", choices=("onnx", "torch", "mnn"), help="runtime for zoo names (default onnx = ONNX Runtime)"
@@ -31,8 +31,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _open(args: argparse.Namespace, need_det: bool, need_rec: bool):  # -> OCR
-    from ocrslim.errors import ArtifactError
-    from ocrslim.pipeline import OCR, open_bundle, open_model
+    from ocrslim.core.errors import ArtifactError
+    from ocrslim.infer.pipeline import OCR, open_bundle
 
     if args.bundle:
         if args.det or args.rec:
@@ -45,13 +45,19 @@ def _open(args: argparse.Namespace, need_det: bool, need_rec: bool):  # -> OCR
         raise ArtifactError("no recognition model. Pass --rec MODEL (e.g. ppocrv4_mobile_rec) or --bundle DIR.")
     if not args.det and not args.rec:
         raise ArtifactError("no model given. Pass --bundle DIR, or --det and/or --rec.")
-    det = open_model(args.det, "det", backend=args.backend, threads=args.threads) if args.det else None
-    rec = (
-        open_model(args.rec, "rec", backend=args.backend, dict_path=args.dict_path, threads=args.threads)
-        if args.rec
-        else None
-    )
+    det = _open_one(args.det, "det", args) if args.det else None
+    rec = _open_one(args.rec, "rec", args) if args.rec else None
     return OCR(det, rec)
+
+
+def _open_one(spec: str, task: str, args: argparse.Namespace):  # -> Model
+    if args.backend == "mnn":  # a registered teacher in MNN: converted once, cached
+        from ocrslim.export.mnn import open_model_on
+    else:
+        from ocrslim.infer.pipeline import open_model as open_model_on  # the inference core alone
+
+    return open_model_on(spec, task, backend=args.backend, dict_path=args.dict_path if task == "rec" else None,
+                         threads=args.threads)
 
 
 def _draw(img: np.ndarray, lines: Sequence[tuple[np.ndarray, str]], out: Path) -> None:
@@ -62,13 +68,13 @@ def _draw(img: np.ndarray, lines: Sequence[tuple[np.ndarray, str]], out: Path) -
         cv2.putText(canvas, str(i), tuple(int(v) for v in box[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 0, 0), 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), canvas):
-        from ocrslim.errors import ArtifactError
+        from ocrslim.core.errors import ArtifactError
 
         raise ArtifactError(f"{out}: could not write the drawing. Use a .png or .jpg path in a writable folder.")
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    from ocrslim.preprocess import read_image
+    from ocrslim.infer.preprocess import read_image
 
     ocr = _open(args, need_det=False, need_rec=False)
     records, skipped = [], 0
@@ -115,9 +121,9 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ocrslim.errors import ArtifactError
-    from ocrslim.evaluate import evaluate
-    from ocrslim.fsutil import write_json
+    from ocrslim.core.errors import ArtifactError
+    from ocrslim.core.fsutil import write_json
+    from ocrslim.eval.evaluate import evaluate
 
     if not args.det_data and not args.rec_data:
         raise ArtifactError("no data given. Pass --det-data DIR and/or --rec-data DIR (e.g. ../shared/data/sroie_dev).")
@@ -141,23 +147,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
-    from ocrslim.zoo import ZOO, zoo_onnx_path
+    from ocrslim.models import seed  # noqa: F401  (registers the student components; needs torch)
+    from ocrslim.models.registry import REGISTRY, teacher_onnx_path
 
-    for name, entry in ZOO.items():
-        try:
-            where = str(zoo_onnx_path(name))
-        except OcrslimError as exc:
-            where = f"unavailable: {exc}"
-        print(f"{name:22s} {entry.task}  {'native' if entry.native else 'onnx  '}  {where}")
+    for name, entry in REGISTRY.items():
+        if entry.kind == "teacher":
+            try:
+                where = str(teacher_onnx_path(name))
+            except OcrslimError as exc:
+                where = f"unavailable: {exc}"
+            print(f"{name:22s} {entry.task}  teacher  {'native' if entry.native else 'onnx  '}  {where}")
+        elif entry.kind == "student":
+            parts = ", ".join(f"{k} {v['name']}" for k, v in (entry.spec or {}).items())
+            print(f"{name:22s} {entry.task}  student  scratch  {parts}")
     return 0
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from ocrslim.report import eval_table, max_spread
+    from ocrslim.eval.report import eval_table, max_spread
 
     names = args.names.split(",") if args.names else None
     if names and len(names) != len(args.files):
-        from ocrslim.errors import ConfigError
+        from ocrslim.core.errors import ConfigError
 
         raise ConfigError(f"--names: {len(names)} names for {len(args.files)} files. Give one name per file.")
     print(eval_table(args.files, names))
@@ -167,9 +178,9 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
-    from ocrslim.config import DataConfig
+    from ocrslim.core.config import DataConfig
     from ocrslim.data.fonts import DEFAULT_FONT, discover_fonts
-    from ocrslim.report import sample_sheet
+    from ocrslim.eval.report import sample_sheet
 
     fonts = [f for f in discover_fonts(DataConfig().fonts, DataConfig().font_exclude) if f.cjk]
     font = fonts[0].path if fonts and fonts[0].path != DEFAULT_FONT else None
@@ -179,12 +190,12 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from ocrslim import select as sl
-    from ocrslim.errors import ConfigError
+    from ocrslim.core.errors import ConfigError
+    from ocrslim.eval import select as sl
 
     if args.max_drop < 0:
         raise ConfigError(f"--max-drop {args.max_drop:g}: negative. Pass the allowed drop in points, e.g. 1.0.")
-    rows = sl.parse_exp_show(sl.exp_show(args.repo, args.all_commits))
+    rows = sl.exp_rows(args.repo, args.all_commits)
     sel = sl.choose(rows, args.metric, args.objective, args.max_drop)
     print(json.dumps(sl.selection_json(sel), indent=2) if args.json else sl.format_selection(sel))
     if args.plot:
@@ -196,6 +207,34 @@ def cmd_select(args: argparse.Namespace) -> int:
             print(f"{sel.pick.row.name} is the committed baseline, not an experiment: nothing to apply.")
         else:
             sl.exp_apply(sel.pick.row.name, args.repo)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ocrslim.export.bundle import describe_bundle
+
+    info = describe_bundle(args.bundle)
+    if args.json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{info['bundle']}: verified ({info['format']}), target {info.get('target') or 'unspecified'}")
+    for task in ("det", "rec"):
+        m = info[task]
+        floats = m["float_layers"]
+        print(f"  {task}: {m['file']} {m['size_mb']} MB, {m['precision']}"
+              + (f" ({m['quant_method']})" if m.get("quant_method") else "")
+              + (f", {len(floats)} layer group(s) float" if floats else "")
+              + (f", {m['classes']} classes" if m.get("classes") else ""))
+        for k, v in (m.get("shipped_with") or {}).items():
+            print(f"      shipped with {k}: {v}")
+    return 0
+
+
+def cmd_convert_model(args: argparse.Namespace) -> int:
+    from ocrslim.models.io import convert_pickle_model
+
+    out = convert_pickle_model(args.src, args.dst)
+    print(f"wrote {out} (safetensors weights + architecture spec); {args.src} was unpickled: only for trusted files")
     return 0
 
 
@@ -247,8 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write every experiment's bundle objective vs metric, Pareto front and pick marked")
     p.set_defaults(func=cmd_select)
 
-    p = sub.add_parser("zoo", help="list the registered pretrained models")
+    p = sub.add_parser("zoo", help="list the registered teachers and student architectures")
     p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("verify", help="check a bundle against its manifest (sha256, sizes) and print what it holds")
+    p.add_argument("bundle", help="bundle directory (manifest.json)")
+    p.add_argument("--json", action="store_true", help="print the description as JSON")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("convert-model", help="convert an old ocrslim .pt pickle you trust to .safetensors")
+    p.add_argument("src", help="the .pt file (it is unpickled: it can run code, so only convert files you trust)")
+    p.add_argument("dst", help="the .safetensors file to write")
+    p.set_defaults(func=cmd_convert_model)
     return parser
 
 

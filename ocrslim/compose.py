@@ -15,11 +15,14 @@ import yaml
 
 
 def compose(overrides: list[str] | None = None, config_dir: str | Path = "conf", config_name: str = "config") -> dict:
-    """Return the composed config as a plain dict."""
+    """Return the composed config as a plain dict (the schema registered first, as DVC's composition does)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
+    from ocrslim.core.config import register_schemas
+
+    register_schemas()  # what hydra_plugins/ocrslim_schema does when DVC composes
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path("params.yaml")
     if argv[:1] == ["--out"]:
         out, argv = Path(argv[1]), argv[2:]
-    from ocrslim.fsutil import write_text
+    from ocrslim.core.fsutil import write_text
 
     write_text(out, dump(compose(argv)))
     print(f"wrote {out}")

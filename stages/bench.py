@@ -1,6 +1,6 @@
 """Stage ``bench``: size, latency (p50/p90) and peak RSS of every model variant, on this host's CPU.
 
-Reads:  params.yaml:bench; the teacher's .pt, .onnx and .mnn files, the student's MNN FP32 build and
+Reads:  params.yaml:bench; the teacher's .safetensors, .onnx and .mnn files, the student's MNN FP32 build and
         the bundle's models, as built by the DAG.
 Writes: metrics/bench.json = {variant: {det|rec: {size_mb, p50_ms, p90_ms, peak_rss_mb}}}.
 Host-CPU figures: phones (ARM, int8 dot products) behave differently; see the README.
@@ -9,17 +9,14 @@ Host-CPU figures: phones (ARM, int8 dot products) behave differently; see the RE
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ocrslim.bench import bench_variants  # noqa: E402
-from ocrslim.config import BenchConfig, load_section  # noqa: E402
-from ocrslim.fsutil import write_json  # noqa: E402
-from ocrslim.stage import run_main, stage_parser  # noqa: E402
+from ocrslim.core.config import BenchConfig, load_section
+from ocrslim.core.fsutil import write_json
+from ocrslim.eval.bench import bench_variants
+from ocrslim.stage import run_main, stage_parser
 
 VARIANTS = {
-    "teacher_torch": {"det": "artifacts/teacher/det.pt", "rec": "artifacts/teacher/rec.pt"},
+    "teacher_torch": {"det": "artifacts/teacher/det.safetensors", "rec": "artifacts/teacher/rec.safetensors"},
     "teacher_onnx": {"det": "artifacts/onnx/teacher_det.onnx", "rec": "artifacts/onnx/teacher_rec.onnx"},
     "teacher_mnn": {"det": "artifacts/mnn/teacher_det.mnn", "rec": "artifacts/mnn/teacher_rec.mnn"},
     "student_mnn": {"det": "artifacts/mnn/student_det.mnn", "rec": "artifacts/mnn/student_rec.mnn"},

@@ -11,10 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ocrslim.bundle import build_bundle  # noqa: E402
-from ocrslim.stage import run_main, stage_parser  # noqa: E402
+from ocrslim.export.bundle import build_bundle
+from ocrslim.stage import run_main, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,11 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ocrslim.config import CalibrateConfig, DetConfig, RecConfig, load_params, load_section  # noqa: E402
-from ocrslim.data.calibration import build_calibration  # noqa: E402
-from ocrslim.stage import run_main, stage_parser  # noqa: E402
+from ocrslim.core.config import CalibrateConfig, DetConfig, RecConfig, load_params, load_section
+from ocrslim.data.calibration import build_calibration
+from ocrslim.stage import run_main, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

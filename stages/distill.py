@@ -1,11 +1,12 @@
 """Stage ``distill``: recover a pruned student by KD from a frozen teacher plus ground truth (or fine-tune).
 
 Reads:  params.yaml:distill (and the student's own det/rec preprocessing from its meta);
-        artifacts/pruned/<task>.pt (or --model); the teacher ``distill.teacher_<task>`` (zoo name run by
-        ONNX Runtime, or a .pt/.onnx/.mnn file); ``distill.train_data_<task>`` / ``val_data_<task>``.
-Writes: artifacts/student/<task>.pt (whole module; the student's metadata plus a ``distill`` report);
+        artifacts/pruned/<task>.safetensors (or --model); the teacher ``distill.teacher_<task>`` (zoo name run by
+        ONNX Runtime, or a .safetensors/.onnx/.mnn file); ``distill.train_data_<task>`` / ``val_data_<task>``.
+Writes: artifacts/student/<task>.safetensors (weights + architecture spec; the student's metadata plus a
+        ``distill`` report);
         metrics/distill_<task>.json (validation metrics, final loss, data counts);
-        runs/distill/<task>/ (ckpt/last.pt and dvclive/; kept between runs so a killed run resumes).
+        runs/distill/<task>/ (ckpt/last.safetensors and dvclive/; kept between runs so a killed run resumes).
 ``distill.alpha: 0`` fine-tunes on the labels only and opens no teacher. A student the prune stage left
 unpruned (its task's ratio 0) is copied without training (``mode: skipped`` in the metrics). Launch with
 ``torchrun --nproc_per_node N stages/distill.py --task rec`` for DDP.
@@ -16,45 +17,40 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ocrslim.config import DistillConfig, load_section  # noqa: E402
-from ocrslim.distill import det_data, distill_det, distill_metrics, distill_rec, rec_data, student_configs  # noqa: E402
-from ocrslim.errors import ArtifactError  # noqa: E402
-from ocrslim.fsutil import write_json, write_text  # noqa: E402
-from ocrslim.models.io import load_model, save_model  # noqa: E402
-from ocrslim.pipeline import open_model  # noqa: E402
-from ocrslim.stage import run_main, stage_parser  # noqa: E402
+from ocrslim.compress.distill import det_data, distill_det, distill_metrics, distill_rec, rec_data
+from ocrslim.core.artifacts import preprocessing
+from ocrslim.core.config import DistillConfig, load_section
+from ocrslim.core.errors import ArtifactError
+from ocrslim.core.fsutil import write_json, write_text
+from ocrslim.infer.pipeline import open_model
+from ocrslim.models.io import load_model, save_model
+from ocrslim.stage import run_main, task_stage_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = stage_parser(__doc__)
-    p.add_argument("--task", choices=("det", "rec"), required=True)
-    p.add_argument("--model", default=None, help="default: artifacts/pruned/<task>.pt")
-    p.add_argument("--out", default=None, help="default: artifacts/student/<task>.pt")
-    p.add_argument("--metrics", default=None, help="default: metrics/distill_<task>.json")
-    p.add_argument("--run-dir", default=None, help="checkpoints and dvclive logs (default: runs/distill/<task>)")
-    args = p.parse_args(argv)
+    args = task_stage_args(__doc__, argv, model="artifacts/pruned/{task}.safetensors",
+                           out="artifacts/student/{task}.safetensors", metrics="metrics/distill_{task}.json",
+                           run_dir="runs/distill/{task}")
     cfg = load_section(args.params, "distill", DistillConfig)
-    src = Path(args.model or f"artifacts/pruned/{args.task}.pt")
+    src = Path(args.model)
     student, meta = load_model(src)
     if meta.get("task") not in (None, args.task):
         raise ArtifactError(f"{src}: is a {meta['task']} model, not {args.task}. Check dvc.yaml's distill stage.")
-    out = Path(args.out or f"artifacts/student/{args.task}.pt")
+    out = Path(args.out)
     if (meta.get("prune") or {}).get("config", {}).get("ratio", None) == 0:
         # prune.ratio 0 for this task: the student is the teacher, nothing to recover.
         save_model(student, out, {**meta, "distill": {"mode": "skipped", "reason": "not pruned", "source": str(src)}})
-        write_json(args.metrics or f"metrics/distill_{args.task}.json", {"mode": "skipped", "steps": 0})
+        write_json(args.metrics, {"mode": "skipped", "steps": 0})
         # the run directory's DVC outputs exist either way: a note instead of checkpoints, an empty curve
-        run_dir = Path(args.run_dir or f"runs/distill/{args.task}")
+        run_dir = Path(args.run_dir)
         write_json(run_dir / "ckpt" / "skipped.json", {"reason": "not pruned (ratio 0)", "source": str(src)})
         write_text(run_dir / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv", "step\tloss\n")
         print(f"distill {args.task}: {src} was not pruned (ratio 0); copied to {out} without training")
         return 0
-    det_cfg, rec_cfg = student_configs(meta)
+    det_cfg, rec_cfg = preprocessing(meta)
     spec = cfg.teacher(args.task)
     teacher = open_model(spec, args.task, threads=cfg.threads) if spec else None
-    run_dir = Path(args.run_dir or f"runs/distill/{args.task}")
+    run_dir = Path(args.run_dir)
     if args.task == "rec":
         chars = meta.get("characters")
         if not chars:
@@ -67,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # DDP: rank 0 (the one that validated) writes the outputs
     save_model(student, out, {**meta, "distill": {**report, "source": str(src)}})
     metrics = distill_metrics(report)
-    write_json(args.metrics or f"metrics/distill_{args.task}.json", metrics)
+    write_json(args.metrics, metrics)
     val = {k: v for k, v in metrics.items() if k.startswith("val_") and isinstance(v, float)}
     print(f"distill {args.task} ({report['mode']}): {out} after {metrics['steps']} steps, "
           + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))

@@ -1,6 +1,6 @@
 """Stage ``evaluate``: OCR metrics of one model variant on the configured evaluation sets.
 
-Reads:  params.yaml:eval; the variant's det and rec models (a .pt, .onnx or .mnn pair, or a bundle
+Reads:  params.yaml:eval; the variant's det and rec models (a .safetensors, .onnx or .mnn pair, or a bundle
         directory with its manifest.json).
 Writes: metrics/<name>.json = {set: {"det": {precision, recall, hmean, images},
         "rec": {accuracy, accuracy_ci_alnum, one_minus_ned, cer, samples}, "e2e": {f1, ...}}}.
@@ -9,16 +9,13 @@ Writes: metrics/<name>.json = {set: {"det": {precision, recall, hmean, images},
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ocrslim.config import EvalConfig, load_section  # noqa: E402
-from ocrslim.errors import ConfigError  # noqa: E402
-from ocrslim.evaluate import evaluate  # noqa: E402
-from ocrslim.fsutil import write_json  # noqa: E402
-from ocrslim.pipeline import OCR, open_bundle, open_model  # noqa: E402
-from ocrslim.stage import run_main, stage_parser  # noqa: E402
+from ocrslim.core.config import EvalConfig, load_section
+from ocrslim.core.errors import ConfigError
+from ocrslim.core.fsutil import write_json
+from ocrslim.eval.evaluate import evaluate
+from ocrslim.infer.pipeline import OCR, open_bundle, open_model
+from ocrslim.stage import run_main, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

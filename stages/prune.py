@@ -2,8 +2,9 @@
 (torch-pruning DepGraph), or, with ``student.<task>`` set to a seed architecture, that model built from
 scratch (random init, for GPU training).
 
-Reads:  params.yaml:prune, params.yaml:student; artifacts/teacher/<task>.pt (or --model).
-Writes: artifacts/pruned/<task>.pt (whole module; the teacher's metadata plus a ``prune`` report);
+Reads:  params.yaml:prune, params.yaml:student; artifacts/teacher/<task>.safetensors (or --model).
+Writes: artifacts/pruned/<task>.safetensors (weights + architecture spec; the teacher's metadata plus a
+        ``prune`` report);
         metrics/prune_<task>.json (params, MACs and ONNX bytes before and after).
 Fails (writing nothing) when an ignore pattern matches no module or, at ratio > 0, the ONNX file
 does not shrink. The pruned model is not recovered yet: the distill stage trains it.
@@ -14,35 +15,32 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ocrslim.config import PruneConfig, StudentConfig, load_section  # noqa: E402
-from ocrslim.errors import ArtifactError  # noqa: E402
-from ocrslim.fsutil import write_json  # noqa: E402
-from ocrslim.models.io import load_model, save_model  # noqa: E402
-from ocrslim.prune import make_student, prune_metrics  # noqa: E402
-from ocrslim.stage import run_main, stage_parser  # noqa: E402
+from ocrslim.compress.prune import make_student, prune_metrics
+from ocrslim.core.artifacts import preprocessing
+from ocrslim.core.config import PruneConfig, StudentConfig, load_section
+from ocrslim.core.errors import ArtifactError
+from ocrslim.core.fsutil import write_json
+from ocrslim.models.io import load_model, save_model
+from ocrslim.stage import run_main, task_stage_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = stage_parser(__doc__)
-    p.add_argument("--task", choices=("det", "rec"), required=True)
-    p.add_argument("--model", default=None, help="default: artifacts/teacher/<task>.pt")
-    p.add_argument("--out", default=None, help="default: artifacts/pruned/<task>.pt")
-    p.add_argument("--metrics", default=None, help="default: metrics/prune_<task>.json")
-    args = p.parse_args(argv)
+    args = task_stage_args(__doc__, argv, model="artifacts/teacher/{task}.safetensors",
+                           out="artifacts/pruned/{task}.safetensors", metrics="metrics/prune_{task}.json")
     cfg = load_section(args.params, "prune", PruneConfig)
     student = load_section(args.params, "student", StudentConfig)
-    src = Path(args.model or f"artifacts/teacher/{args.task}.pt")
+    src = Path(args.model)
     model, meta = load_model(src)
     if meta.get("task") not in (None, args.task):
         raise ArtifactError(f"{src}: is a {meta['task']} model, not {args.task}. Check dvc.yaml's prune stage.")
-    model, report = make_student(model, args.task, cfg, student, characters=meta.get("characters"))
+    det_cfg, rec_cfg = preprocessing(meta)
+    model, report = make_student(model, args.task, cfg, student, characters=meta.get("characters"),
+                                 pre=det_cfg if args.task == "det" else rec_cfg)
     if "characters" in report:  # prune.charset: the student reads a smaller dictionary
         meta = {**meta, "characters": report.pop("characters")}
-    out = Path(args.out or f"artifacts/pruned/{args.task}.pt")
+    out = Path(args.out)
     save_model(model, out, {**meta, "prune": {**report, "source": str(src)}})
-    write_json(args.metrics or f"metrics/prune_{args.task}.json", prune_metrics(report))
+    write_json(args.metrics, prune_metrics(report))
     r = report
     what = "pruned" if student.name(args.task) == "pruned" else f"{student.name(args.task)} (from scratch)"
     print(

@@ -10,12 +10,9 @@ Writes: reports/summary.md, reports/size_vs_accuracy.png, reports/latency_vs_acc
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ocrslim.report import summary_report  # noqa: E402
-from ocrslim.stage import run_main, stage_parser  # noqa: E402
+from ocrslim.eval.report import summary_report
+from ocrslim.stage import run_main, stage_parser
 
 TASKS = ("det", "rec")
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ocrslim.bench import file_mb, latency_ms, peak_rss_mb
+from ocrslim.eval.bench import file_mb, latency_ms, peak_rss_mb
 
 
 def test_latency_stats_are_ordered_and_count_runs():
@@ -37,7 +37,7 @@ def test_peak_rss_of_a_model_exceeds_the_bare_interpreter():
 def test_summary_report_table_plots_and_summary_json(tmp_path):
     import json
 
-    from ocrslim.report import _pareto, summary_report
+    from ocrslim.eval.report import _pareto, summary_report
 
     def ev(f1, hmean, ic15):
         return {"sroie_dev": {"det": {"hmean": hmean}, "e2e": {"f1": f1}, "rec": {"accuracy_ci_alnum": 0.9}},

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from ocrslim.config import CalibrateConfig, DetConfig, RecConfig
+from ocrslim.core.config import CalibrateConfig, DetConfig, RecConfig
+from ocrslim.core.errors import DataError
 from ocrslim.data.calibration import build_calibration, rec_calibration_image, rec_pad_value, stratified_pick
-from ocrslim.errors import DataError
-from ocrslim.preprocess import normalize
+from ocrslim.infer.preprocess import normalize
 
 
 def test_stratified_pick_covers_every_bucket_and_is_deterministic() -> None:

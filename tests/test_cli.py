@@ -74,7 +74,7 @@ def test_read_skips_unreadable_images_and_counts_them(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "expect"),
     [
-        (["--rec", "ppocrv4_mobile_recc"], "unknown model name (did you mean 'ppocrv4_mobile_rec'?)"),
+        (["--rec", "ppocrv4_mobile_recc"], "is not registered (did you mean 'ppocrv4_mobile_rec'?)"),
         (["--rec", "missing/model.onnx"], "missing/model.onnx: model file not found"),
         (["--rec", "ppocrv4_mobile_det"], "is a det model, given for rec"),
         (["--rec", "model.tflite"], "model file not found"),

@@ -6,35 +6,11 @@ import pytest
 import yaml
 
 from ocrslim.compose import compose
-from ocrslim.config import (
-    BenchConfig,
-    CalibrateConfig,
-    ConvertConfig,
-    DataConfig,
-    DetConfig,
-    EvalConfig,
-    ExportConfig,
-    PruneConfig,
-    RecConfig,
-    TeacherConfig,
-    load_section,
-)
-from ocrslim.errors import ConfigError
+from ocrslim.core import config as cfgmod
+from ocrslim.core.config import SECTIONS, DetConfig, load_section, schema_defaults
+from ocrslim.core.errors import ConfigError
 
 from .conftest import REPO
-
-SECTIONS = {
-    "teacher": TeacherConfig,
-    "det": DetConfig,
-    "rec": RecConfig,
-    "export": ExportConfig,
-    "convert": ConvertConfig,
-    "eval": EvalConfig,
-    "prune": PruneConfig,
-    "data": DataConfig,
-    "calibrate": CalibrateConfig,
-    "bench": BenchConfig,
-}
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +20,34 @@ def params() -> dict:
 
 def test_conf_composes_to_committed_params(params):
     assert compose(config_dir=REPO / "conf") == params, "params.yaml is stale: run python -m ocrslim.compose"
+
+
+def test_dvc_composes_the_same_params_with_the_schema_plugin(params, tmp_path):
+    from dvc.utils.hydra import compose_and_dump
+
+    out = tmp_path / "params.yaml"
+    compose_and_dump(out, str(REPO / "conf"), None, "config", str(REPO), [])  # as `dvc exp run` does
+    assert yaml.safe_load(out.read_text()) == params
+
+
+def test_each_default_is_written_once(params):
+    """The composed defaults are the dataclasses' defaults, and conf/ restates none of them."""
+    assert params == schema_defaults()
+    defaults = schema_defaults()
+    for option in ("profile/tiny.yaml", "student/seed.yaml", "teacher/ppocrv6_small.yaml"):
+        data = yaml.safe_load((REPO / "conf" / option).read_text())
+        if option.startswith("teacher/"):
+            data = {"teacher": data}
+        for section, values in data.items():
+            for key, value in values.items():
+                assert value != defaults[section][key], f"conf/{option}: {section}.{key} restates the default"
+
+
+def test_a_renamed_key_points_at_its_new_name(monkeypatch):
+    monkeypatch.setitem(cfgmod.RENAMED, "det.old_thresh", "det.thresh")
+    with pytest.raises(ConfigError, match=r"det\.old_thresh was renamed to det\.thresh") as info:
+        load_section({"det": {"old_thresh": 0.3}}, "det", DetConfig)
+    assert "\n" not in str(info.value)
 
 
 def test_tiny_profile_overrides_eval_limit():

@@ -36,22 +36,27 @@ def _repo_files() -> list[str]:
     return [f for f in out if f and f.startswith(keep) and (REPO / f).is_file()]
 
 
-def _make_sets(root: Path) -> tuple[Path, Path]:
+def _make_sets(root: Path, pages: int = 1, crops: tuple[str, ...] = ("Receipt", "CASH 10.00"),
+               unreadable: bool = True) -> tuple[Path, Path]:
+    """A tiny labelled set: ``pages`` det pages (``<i>.png``) and one rec crop per text (``<i>_0.png``)."""
     img, quads = render_page()
     (root / "det" / "images").mkdir(parents=True)
     (root / "det" / "gt").mkdir()
-    cv2.imwrite(str(root / "det" / "images" / "page.png"), img)
-    (root / "det" / "gt" / "gt_page.txt").write_text(
-        "".join(",".join(str(int(v)) for v in q.reshape(-1)) + f",{t}\n"
-                for q, t in zip(quads, ["Total 42.50", "Hello World", "OCR slim 2026"]))
-    )
+    for i in range(pages):
+        cv2.imwrite(str(root / "det" / "images" / f"{i}.png"), img)
+        (root / "det" / "gt" / f"gt_{i}.txt").write_text(
+            "".join(",".join(str(int(v)) for v in q.reshape(-1)) + f",{t}\n"
+                    for q, t in zip(quads, ["Total 42.50", "Hello World", "OCR slim 2026"]))
+        )
     (root / "rec" / "images").mkdir(parents=True)
-    (root / "rec" / "images" / "unreadable.png").write_bytes(b"broken")
     lines = []
-    for i, text in enumerate(["Receipt", "CASH 10.00"]):
-        cv2.imwrite(str(root / "rec" / "images" / f"w{i}.png"), render_line(text))
-        lines.append(f"w{i}.png\t{text}\n")
-    (root / "rec" / "labels.tsv").write_text("".join(lines) + "unreadable.png\tx\n")
+    for i, text in enumerate(crops):
+        cv2.imwrite(str(root / "rec" / "images" / f"{i}_0.png"), render_line(text))
+        lines.append(f"{i}_0.png\t{text}\n")
+    if unreadable:
+        (root / "rec" / "images" / "unreadable.png").write_bytes(b"broken")
+        lines.append("unreadable.png\tx\n")
+    (root / "rec" / "labels.tsv").write_text("".join(lines))
     return root / "det", root / "rec"
 
 
@@ -67,7 +72,9 @@ def test_tiny_dvc_repro_offline_then_noop(tmp_path):
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, work / rel)
     det, rec = _make_sets(tmp_path / "data")
-    params = compose(["profile=tiny", f"eval.det_data=[{det}]", f"eval.rec_data=[{rec}]"], config_dir=work / "conf")
+    train = _make_sets(tmp_path / "train", pages=3, crops=("Total 4.20", "Cash", "Receipt 7"), unreadable=False)[0].parent
+    params = compose(["profile=tiny", f"eval.det_data=[{det}]", f"eval.rec_data=[{rec}]",
+                      f"split.det_sets=[{train}]", f"split.rec_sets=[{train}]"], config_dir=work / "conf")
     (work / "params.yaml").write_text(dump(params))
 
     netlog = tmp_path / "net.log"
@@ -86,10 +93,11 @@ def test_tiny_dvc_repro_offline_then_noop(tmp_path):
 
     first = _run(dvc + ["repro"], work, env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for path in ("artifacts/teacher/det.pt", "artifacts/pruned/rec.pt", "artifacts/student/det.pt",
+    for path in ("artifacts/teacher/det.safetensors", "artifacts/pruned/rec.safetensors",
+                 "artifacts/student/det.safetensors",
                  "artifacts/onnx/student_rec.onnx", "artifacts/mnn/student_det.mnn", "artifacts/quant/rec.mnn.json",
                  "artifacts/bundle/det.mnn", "artifacts/bundle/rec.mnn", "artifacts/bundle/dict.txt",
-                 "runs/distill/det/ckpt/last.pt", "runs/distill/rec/ckpt/skipped.json"):
+                 "runs/distill/det/ckpt/last.safetensors", "runs/distill/rec/ckpt/skipped.json"):
         assert (work / path).is_file(), path
     teacher = json.loads((work / "metrics" / "eval_teacher.json").read_text())["data"]  # set name: the folder
     assert teacher["rec"]["samples"] == 2 and teacher["skipped"] == 1  # the unreadable crop counted, not scored
@@ -112,9 +120,9 @@ def test_tiny_dvc_repro_offline_then_noop(tmp_path):
     assert "| bundle (shipped) |" in report and (work / "reports" / "size_vs_accuracy.png").stat().st_size
     distill = json.loads((work / "metrics" / "distill_det.json").read_text())
     assert distill["steps"] == params["distill"]["steps"] and distill["mode"] == "distill"
-    page = str(det / "images" / "page.png")
+    page = str(det / "images" / "0.png")
     read = _run([sys.executable, "-m", "ocrslim", "read", "--bundle", "artifacts/bundle", page], work, env)
-    assert read.returncode == 0 and "page.png" in read.stdout, read.stderr[-2000:]
+    assert read.returncode == 0 and "0.png" in read.stdout, read.stderr[-2000:]
     export = json.loads((work / "metrics" / "export_teacher_rec.json").read_text())
     assert export["max_abs_diff"] <= params["export"]["rec_tol"]
 

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from ocrslim.core.errors import ConfigError, DataError
 from ocrslim.data.datasets import DetSample, RecSample, load_det_dataset, load_rec_dataset
-from ocrslim.errors import ConfigError, DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # the shared/ dir beside the repo
 

@@ -12,12 +12,14 @@ import pytest
 import torch
 import yaml
 
-from ocrslim.config import DetConfig, DistillConfig, RecConfig
+from ocrslim.compress.distill import det_data, distill_det, distill_rec, finetune, rec_data
+from ocrslim.core.config import DetConfig, DistillConfig, RecConfig
+from ocrslim.core.errors import DataError
 from ocrslim.data.train import RecTrainSet, batch_indices
-from ocrslim.distill import det_data, distill_det, distill_rec, finetune, rec_data
-from ocrslim.errors import DataError
-from ocrslim.models import build_ctc_recognizer, build_dbnet, load_model, save_model
-from ocrslim.pipeline import Model
+from ocrslim.infer.pipeline import Model
+from ocrslim.models.det import build_dbnet
+from ocrslim.models.io import load_model, save_model
+from ocrslim.models.rec import build_ctc_recognizer
 from tests.conftest import render_line, render_page
 
 CHARS = list("HeloWrd")  # student dictionary: classes blank, H e l o W r d, space
@@ -112,14 +114,16 @@ def test_rec_distill_loss_decreases_and_char_map_is_used(tmp_path: Path) -> None
     assert set(report["val"]) >= {"accuracy", "one_minus_ned", "cer"} and report["val"]["samples"] == 4
     assert (tmp_path / "a" / "dvclive" / "metrics.json").is_file()
 
-    # Same run with the remapped teacher (5 steps): the class map makes every step's KD loss identical.
-    # (Compared on the losses: AdamW's g/sqrt(v) turns 1e-9 gradient noise on near-zero gradients into 1e-3.)
+    # Same run with the remapped teacher (5 steps): the class map makes the KD loss identical. The first step is
+    # compared tightly; later ones loosely: the gathered classes sum in another order (1e-7 differences) and
+    # AdamW's g/sqrt(v) amplifies such noise on near-zero gradients step after step.
     short = _cfg(steps=5, temperature=2.0)
     distill_rec(_tiny_rec(n), same, short, data, tmp_path / "s", characters=CHARS, progress=False)
     rep = distill_rec(_tiny_rec(n), other, short, data, tmp_path / "o", characters=CHARS, progress=False)
     assert rep["charmap_coverage"] == 1.0
     kd_same, kd_other = (_tsv(tmp_path / r / "dvclive" / "plots" / "metrics" / "train" / "kd.tsv", "kd") for r in "so")
-    assert len(kd_same) == 5 and np.allclose(kd_same, kd_other, rtol=1e-5, atol=0)
+    assert len(kd_same) == 5 and abs(kd_same[0] - kd_other[0]) <= 1e-5 * kd_same[0]
+    assert np.allclose(kd_same, kd_other, rtol=1e-3, atol=0)
 
 
 def test_rec_teacher_cache_matches_uncached(tmp_path: Path) -> None:
@@ -196,15 +200,15 @@ def test_stage_rec_writes_model_and_metrics(tmp_path: Path) -> None:
     from stages.distill import main
 
     root = _rec_set(tmp_path / "rec", TEXTS)
-    student = tmp_path / "student.pt"
+    student = tmp_path / "student.safetensors"
     save_model(_tiny_rec(len(CHARS) + 2), student, {"task": "rec", "characters": CHARS})
-    teacher = tmp_path / "teacher.pt"
+    teacher = tmp_path / "teacher.safetensors"
     save_model(_tiny_rec(len(CHARS) + 2), teacher, {"task": "rec", "characters": CHARS})
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"distill": {
         "teacher_rec": str(teacher), "steps": 2, "batch_size_rec": 2, "rec_width": 96, "threads": 1,
         "device": "cpu", "freeze_backbone_steps": 1, "train_data_rec": [str(root)], "val_data_rec": [str(root)]}}))
-    out, metrics = tmp_path / "out" / "rec.pt", tmp_path / "m.json"
+    out, metrics = tmp_path / "out" / "rec.safetensors", tmp_path / "m.json"
     assert main(["--params", str(params), "--task", "rec", "--model", str(student), "--out", str(out),
                  "--metrics", str(metrics), "--run-dir", str(tmp_path / "run")]) == 0
     model, meta = load_model(out)
@@ -217,12 +221,12 @@ def test_stage_rec_writes_model_and_metrics(tmp_path: Path) -> None:
 def test_stage_copies_an_unpruned_student_without_training(tmp_path: Path) -> None:
     from stages.distill import main
 
-    student = tmp_path / "student.pt"
+    student = tmp_path / "student.safetensors"
     save_model(_tiny_rec(len(CHARS) + 2), student,
                {"task": "rec", "characters": CHARS, "prune": {"config": {"ratio": 0.0}}})
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"distill": {"teacher_rec": "no/such/teacher.onnx"}}))  # never opened
-    out, metrics = tmp_path / "rec.pt", tmp_path / "m.json"
+    out, metrics = tmp_path / "rec.safetensors", tmp_path / "m.json"
     assert main(["--params", str(params), "--task", "rec", "--model", str(student), "--out", str(out),
                  "--metrics", str(metrics), "--run-dir", str(tmp_path / "run")]) == 0
     model, meta = load_model(out)
@@ -230,7 +234,7 @@ def test_stage_copies_an_unpruned_student_without_training(tmp_path: Path) -> No
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), src.state_dict().values()))
     assert meta["distill"]["mode"] == "skipped" and json.loads(metrics.read_text()) == {"mode": "skipped", "steps": 0}
     assert (tmp_path / "run" / "ckpt" / "skipped.json").is_file()  # DVC's declared outputs exist
-    assert not (tmp_path / "run" / "ckpt" / "last.pt").exists()
+    assert not (tmp_path / "run" / "ckpt" / "last.safetensors").exists()
 
 
 def test_det_crops_at_inference_scale_or_page_scale(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from ocrslim.config import DistillConfig
-from ocrslim.engine import evaluate, fit, load_checkpoint, lr_at
+from ocrslim.compress.engine import evaluate, fit, load_checkpoint, lr_at
+from ocrslim.core.config import DistillConfig
 
 
 class Toy(nn.Module):
@@ -106,13 +106,13 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
 
     # "Killed" after step 6 (checkpoints at 3 and 6), then re-run: continues from 6.
     _, first = _run(tmp_path / "cut", _cfg(steps=10, freeze_backbone_steps=2, ckpt_every=3), max_steps=6)
-    assert first["end_step"] == 6 and load_checkpoint(tmp_path / "cut" / "ckpt" / "last.pt")["step"] == 6
+    assert first["end_step"] == 6 and load_checkpoint(tmp_path / "cut" / "ckpt" / "last.safetensors")["step"] == 6
     resumed, second = _run(tmp_path / "cut", _cfg(steps=10, freeze_backbone_steps=2, ckpt_every=3))
     assert second["start_step"] == 6 and second["resumed"]
     assert second["cpu_seconds"] >= first["cpu_seconds"]  # CPU time adds up across the resume
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-6, rtol=0), k
-    assert load_checkpoint(tmp_path / "cut" / "ckpt" / "last.pt")["step"] == 10
+    assert load_checkpoint(tmp_path / "cut" / "ckpt" / "last.safetensors")["step"] == 10
     # dvclive: every step logged once, validation at the end.
     live = tmp_path / "cut" / "dvclive"
     assert _logged_steps(live, "loss") == list(range(1, 11))
@@ -159,7 +159,7 @@ def test_ddp_two_gloo_ranks_agree(tmp_path: Path) -> None:
     torch.multiprocessing.spawn(_ddp_worker, args=(str(tmp_path), _free_port()), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert all(torch.equal(r0[k], r1[k]) for k in r0)
-    ckpt = load_checkpoint(tmp_path / "ckpt" / "last.pt")
+    ckpt = load_checkpoint(tmp_path / "ckpt" / "last.safetensors")
     assert ckpt is not None and ckpt["step"] == 2 and ckpt["run"]["world"] == 2
     # Averaged gradients differ from a single rank's: the 2-rank result is not the 1-rank one.
     single, _ = _run(tmp_path / "single", _cfg(steps=2, ckpt_every=1, freeze_backbone_steps=1))

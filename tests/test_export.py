@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from ocrslim.errors import ConfigError, ParityError, ToolError
+from ocrslim.core.errors import ConfigError, ParityError, ToolError
 from ocrslim.export.mnn import convert_onnx_to_mnn, mnn_version, onnx_op_types, quantize_mnn
 from ocrslim.export.onnx import compare_runners, export_onnx, max_abs_diff_torch_onnx, parity_gate
-from ocrslim.runtime import OrtRunner, open_runner
+from ocrslim.infer.runners import OrtRunner, open_runner
 
 DET_AXES = {"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "h", 3: "w"}}
 

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from ocrslim.core.errors import DataError
 from ocrslim.data.datasets import (
     ImageStats,
     RecSample,
@@ -17,7 +18,6 @@ from ocrslim.data.datasets import (
     load_rec_dataset,
     read_sample_image,
 )
-from ocrslim.errors import DataError
 
 lmdb = pytest.importorskip("lmdb")
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from ocrslim.charmap import class_index_map, coverage
-from ocrslim.errors import ConfigError
-from ocrslim.losses import ctc_gt_loss, ctc_kd_loss, db_loss, det_kd_loss, make_db_targets, rec_distill_loss
+from ocrslim.compress.charmap import class_index_map, coverage
+from ocrslim.compress.losses import ctc_gt_loss, ctc_kd_loss, db_loss, det_kd_loss, rec_distill_loss
+from ocrslim.core.errors import ConfigError
+from ocrslim.data.targets import make_db_targets
 
 
 def _probs(n: int, t: int, c: int, seed: int = 0) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ocrslim.metrics import DetMetric, E2EMetric, RecMetric, match_icdar15, normalize_ci_alnum, normalize_for_ned
+from ocrslim.eval.metrics import DetMetric, E2EMetric, RecMetric, match_icdar15, normalize_ci_alnum, normalize_for_ned
 
 
 def box(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:

@@ -11,17 +11,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from ocrslim.errors import ArtifactError, ConfigError
-from ocrslim.models import (
-    CTCRecognizer,
-    DBNet,
-    build_component,
-    load_model,
-    load_ppocrv4,
-    onnx_charset,
-    save_model,
-    teacher_onnx_path,
-)
+from ocrslim.core.errors import ArtifactError, ConfigError
+from ocrslim.models.det import DBNet
+from ocrslim.models.io import load_model, save_model
+from ocrslim.models.layers import build_component
+from ocrslim.models.ppocr import load_ppocrv4, onnx_charset, teacher_onnx_path
+from ocrslim.models.rec import CTCRecognizer
 
 pytest.importorskip("rapidocr_onnxruntime")
 
@@ -130,8 +125,8 @@ def test_param_counts(det: DBNet, rec: CTCRecognizer) -> None:
 def test_save_load_round_trip(det: DBNet, rec: CTCRecognizer, task: str, tmp_path: Path) -> None:
     model = det if task == "det" else rec
     x = _image_like(1, 3, 64, 64) if task == "det" else _image_like(1, 3, 48, 64)
-    save_model(model, tmp_path / "model.pt", meta={"task": task})
-    loaded, meta = load_model(tmp_path / "model.pt")
+    save_model(model, tmp_path / "model.safetensors", meta={"task": task})
+    loaded, meta = load_model(tmp_path / "model.safetensors")
     assert meta == {"task": task}
     assert type(loaded) is type(model) and not loaded.training
     with torch.no_grad():
@@ -140,10 +135,10 @@ def test_save_load_round_trip(det: DBNet, rec: CTCRecognizer, task: str, tmp_pat
 
 def test_load_model_errors(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="not found"):
-        load_model(tmp_path / "missing.pt")
-    bad = tmp_path / "bad.pt"
+        load_model(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ArtifactError, match="bad.pt"):
+    with pytest.raises(ArtifactError, match="bad.safetensors"):
         load_model(bad)
 
 

@@ -6,12 +6,13 @@ import numpy as np
 import onnx
 import pytest
 
-from ocrslim.config import ConvertConfig, ExportConfig
+from ocrslim.core.config import ConvertConfig, ExportConfig
+from ocrslim.export.mnn import open_model_on
 from ocrslim.export.steps import probe_inputs
-from ocrslim.onnx2torch_compat import explicit_same_pads
-from ocrslim.pipeline import OCR, open_model
-from ocrslim.runtime import OrtRunner
-from ocrslim.zoo import zoo_onnx_path
+from ocrslim.infer.pipeline import OCR, open_model
+from ocrslim.infer.runners import OrtRunner
+from ocrslim.models.onnx2torch import explicit_same_pads
+from ocrslim.models.registry import teacher_onnx_path
 
 from .conftest import LINES
 
@@ -24,7 +25,7 @@ def v4_runners(tmp_path_factory):
 
     os.environ["OCRSLIM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     return {
-        b: OCR(open_model("ppocrv4_mobile_det", "det", backend=b), open_model("ppocrv4_mobile_rec", "rec", backend=b))
+        b: OCR(open_model_on("ppocrv4_mobile_det", "det", b), open_model_on("ppocrv4_mobile_rec", "rec", b))
         for b in ("torch", "onnx", "mnn")
     }
 
@@ -46,7 +47,7 @@ def test_teacher_reads_rendered_page_in_every_runtime(v4_runners, page):
 
 @pytest.mark.parametrize("task", ["det", "rec"])
 def test_native_torch_and_mnn_match_onnxruntime_on_text(v4_runners, task):
-    ort = OrtRunner(zoo_onnx_path(f"ppocrv4_mobile_{task}"))
+    ort = OrtRunner(teacher_onnx_path(f"ppocrv4_mobile_{task}"))
     export, convert = ExportConfig(), ConvertConfig()  # the DAG's gate tolerances
     tols = {"torch": export.det_tol if task == "det" else export.rec_tol,
             "mnn": convert.det_tol if task == "det" else convert.rec_tol}
@@ -59,7 +60,7 @@ def test_native_torch_and_mnn_match_onnxruntime_on_text(v4_runners, task):
 @pytest.mark.parametrize("task", ["det", "rec"])
 def test_ppocrv6_through_onnx2torch_matches_onnxruntime(task):
     torch_model = open_model(f"ppocrv6_small_{task}", task, backend="torch").runner
-    ort = OrtRunner(zoo_onnx_path(f"ppocrv6_small_{task}"))
+    ort = OrtRunner(teacher_onnx_path(f"ppocrv6_small_{task}"))
     x = probe_inputs(task, ExportConfig())[0]
     assert np.abs(torch_model(x) - ort(x)).max() <= 1e-4
 

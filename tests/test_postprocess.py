@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ocrslim.config import DetConfig
-from ocrslim.postprocess import ctc_charset, ctc_greedy_decode, db_boxes
+from ocrslim.core.config import DetConfig
+from ocrslim.infer.postprocess import ctc_charset, ctc_greedy_decode, db_boxes
 
 
 def onehot(frames: list[int], classes: int, p: float = 1.0) -> np.ndarray:

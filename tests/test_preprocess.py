@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ocrslim.config import DetConfig, RecConfig
-from ocrslim.preprocess import (
+from ocrslim.core.config import DetConfig, RecConfig
+from ocrslim.infer.preprocess import (
     cap_image,
     crop_quad,
     det_preprocess,

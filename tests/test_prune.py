@@ -11,15 +11,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-import yaml
 from torch import nn
 
-from ocrslim.config import PruneConfig, load_section
-from ocrslim.errors import ConfigError
+from ocrslim.compress.prune import count_params_macs, prune_metrics, prune_model, resolve_ignored
+from ocrslim.core.config import PruneConfig, load_section
+from ocrslim.core.errors import ConfigError
 from ocrslim.export.onnx import export_onnx
 from ocrslim.export.steps import dynamic_axes
-from ocrslim.models import load_model, load_ppocrv4, save_model, teacher_onnx_path
-from ocrslim.prune import count_params_macs, prune_metrics, prune_model, resolve_ignored
+from ocrslim.models.io import load_model, save_model
+from ocrslim.models.ppocr import load_ppocrv4, teacher_onnx_path
 
 from .conftest import REPO
 
@@ -115,8 +115,8 @@ def test_bad_ignore_pattern(teachers: dict[str, nn.Module]) -> None:
 def test_pruned_model_saves_loads_and_exports(pruned: dict[str, tuple[nn.Module, dict[str, Any]]],
                                               tmp_path: Path) -> None:
     model, report = pruned["det"]
-    save_model(model, tmp_path / "det.pt", {"task": "det", "prune": report})
-    loaded, meta = load_model(tmp_path / "det.pt")
+    save_model(model, tmp_path / "det.safetensors", {"task": "det", "prune": report})
+    loaded, meta = load_model(tmp_path / "det.safetensors")
     assert meta["prune"]["params_after"] == report["params_after"]
     assert _shapes(loaded) == _shapes(model)
     onnx_path = tmp_path / "det.onnx"
@@ -128,9 +128,8 @@ def test_pruned_model_saves_loads_and_exports(pruned: dict[str, tuple[nn.Module,
     assert np.abs(ours - ref).max() < 1e-4
 
 
-def test_conf_group_mirrors_dataclass() -> None:
-    conf = yaml.safe_load((REPO / "conf" / "prune" / "l1.yaml").read_text())
-    assert load_section({"prune": conf}, "prune", PruneConfig) == PruneConfig()
+def test_composed_defaults_are_the_dataclass_and_ranges_checked() -> None:
+    assert load_section(REPO / "params.yaml", "prune", PruneConfig) == PruneConfig()
     with pytest.raises(ConfigError, match=r"prune\.ratio"):
         load_section({"prune": {"ratio": 0.95}}, "prune", PruneConfig)
     with pytest.raises(ConfigError, match=r"prune\.mode"):
@@ -140,11 +139,11 @@ def test_conf_group_mirrors_dataclass() -> None:
 def test_stage_writes_model_and_metrics(teachers: dict[str, nn.Module], tmp_path: Path) -> None:
     from stages.prune import main
 
-    src = tmp_path / "teacher" / "rec.pt"
+    src = tmp_path / "teacher" / "rec.safetensors"
     save_model(teachers["rec"], src, {"task": "rec", "characters": ["a"]})
     params = tmp_path / "params.yaml"
     params.write_text("prune:\n  ratio: 0.3\n  rec_ratio: null\n  rec_width: 64\n")
-    out, metrics = tmp_path / "prune" / "rec.pt", tmp_path / "metrics" / "prune_rec.json"
+    out, metrics = tmp_path / "prune" / "rec.safetensors", tmp_path / "metrics" / "prune_rec.json"
     assert main(["--params", str(params), "--task", "rec", "--model", str(src), "--out", str(out),
                  "--metrics", str(metrics)]) == 0
     model, meta = load_model(out)
@@ -188,7 +187,7 @@ def test_bias_compensation_keeps_constant_channels_contribution(compensate: bool
 
 
 def _tiny_ctc(chars: list[str]) -> nn.Module:
-    from ocrslim.models import build_ctc_recognizer
+    from ocrslim.models.rec import build_ctc_recognizer
 
     torch.manual_seed(0)
     return build_ctc_recognizer({"name": "PPLCNetV3", "scale": 0.25}, {"name": "EncoderWithSVTR", "dims": 16,
@@ -197,7 +196,7 @@ def _tiny_ctc(chars: list[str]) -> nn.Module:
 
 
 def test_restrict_charset_keeps_the_kept_classes_logits() -> None:
-    from ocrslim.prune import charset_keep, restrict_charset
+    from ocrslim.compress.charset import charset_keep, restrict_charset
 
     chars = list("ab中c文!")
     model = _tiny_ctc(chars)
@@ -206,7 +205,7 @@ def test_restrict_charset_keeps_the_kept_classes_logits() -> None:
         before = model(x, return_logits=True)
     keep = charset_keep(chars, "ascii")
     assert keep == [0, 1, 3, 5]
-    assert restrict_charset(model, chars, keep) == list("abc!")
+    assert restrict_charset(model, chars, keep)["characters"] == list("abc!")
     with torch.no_grad():
         after = model(x, return_logits=True)
         probs = model(x)
@@ -218,7 +217,7 @@ def test_restrict_charset_keeps_the_kept_classes_logits() -> None:
 
 
 def test_charset_config_errors(tmp_path: Path) -> None:
-    from ocrslim.prune import charset_keep
+    from ocrslim.compress.charset import charset_keep
 
     with pytest.raises(ConfigError, match=r"^params\.yaml: prune\.charset is 'nope.txt'"):
         load_section({"prune": {"charset": "nope.txt"}}, "prune", PruneConfig)
@@ -232,11 +231,11 @@ def test_stage_charset_writes_the_smaller_dictionary(tmp_path: Path) -> None:
     from stages.prune import main
 
     chars = list("ab中c文")
-    src = tmp_path / "teacher.pt"
+    src = tmp_path / "teacher.safetensors"
     save_model(_tiny_ctc(chars), src, {"task": "rec", "characters": chars})
     params = tmp_path / "params.yaml"
     params.write_text("prune:\n  rec_ratio: 0.0\n  rec_width: 64\n  charset: ascii\n")
-    out, metrics = tmp_path / "rec.pt", tmp_path / "prune_rec.json"
+    out, metrics = tmp_path / "rec.safetensors", tmp_path / "prune_rec.json"
     assert main(["--params", str(params), "--task", "rec", "--model", str(src), "--out", str(out),
                  "--metrics", str(metrics)]) == 0
     model, meta = load_model(out)

@@ -18,23 +18,20 @@ import pytest
 import torch
 from torch import nn
 
-from ocrslim.config import DetConfig, QuantizeConfig, load_section, to_dict
-from ocrslim.errors import ArtifactError, ConfigError, DataError, ToolError
+from ocrslim.core.config import DetConfig, QuantizeConfig, load_section, to_dict
+from ocrslim.core.errors import ArtifactError, ConfigError, DataError, ToolError
 from tests.conftest import render_page
 
 pytest.importorskip("MNN")
 
+from ocrslim.core.artifacts import sidecar_path
 from ocrslim.export.mnn import convert_onnx_to_mnn, mnn_graph, quantize_mnn  # noqa: E402
 from ocrslim.export.onnx import export_onnx  # noqa: E402
-from ocrslim.pipeline import OCR, open_model, sidecar_path  # noqa: E402
-from ocrslim.quantize import (  # noqa: E402
-    QuantizeError,
-    fixed_shape_onnx,
-    gate_sets,
-    group_key,
-    quantize_task,
-    runs_at_other_shapes,
-)
+from ocrslim.infer.pipeline import OCR, open_model  # noqa: E402
+from ocrslim.quantize import QuantizeError, quantize_task  # noqa: E402
+from ocrslim.quantize.gate import gate_sets  # noqa: E402
+from ocrslim.quantize.graph import group_key, runs_at_other_shapes  # noqa: E402
+from ocrslim.quantize.search import fixed_shape_onnx  # noqa: E402
 
 AXES = {"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "h", 3: "w"}}
 PAGES = [
@@ -185,7 +182,7 @@ def test_full_int8_false_starts_at_the_fallbacks(det: SimpleNamespace, tmp_path:
 def test_tool_crash_is_reported_and_the_next_option_tried(
     det: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ocrslim.quantize as quantize
+    import ocrslim.quantize.search as quantize
 
     def crash(src: Path, dst: Path, config: dict) -> None:
         raise ToolError(f"{src}: mnnquant crashed with SIGSEGV (last output: 'quantizing /c1'). Keep ops float.")
@@ -247,7 +244,7 @@ def test_nan_weight_scales_are_found_and_kept_float_first(tmp_path: Path) -> Non
 def test_fixed_shape_only_det_model_is_refused_and_the_next_option_tried(
     det: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ocrslim.quantize as quantize
+    import ocrslim.quantize.search as quantize
 
     monkeypatch.setattr(quantize, "runs_at_other_shapes", lambda *a, **k: False)
     report = _run(det, tmp_path / "det.mnn", det.good, fallbacks=("fp32",))
@@ -286,11 +283,9 @@ def test_gate_sets_skip_missing_and_need_one(det: SimpleNamespace, tmp_path: Pat
         gate_sets("det", QuantizeConfig(gate_det=(str(tmp_path / "nope"),)), lines.append)
 
 
-def test_config_defaults_match_conf_and_bad_values_fail_in_one_line() -> None:
-    import yaml
-
-    conf = Path(__file__).resolve().parents[1] / "conf" / "quantize" / "default.yaml"
-    assert load_section({"quantize": yaml.safe_load(conf.read_text())}, "quantize", QuantizeConfig) == QuantizeConfig()
+def test_composed_defaults_are_the_dataclass_and_bad_values_fail_in_one_line() -> None:
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    assert load_section(params, "quantize", QuantizeConfig) == QuantizeConfig()
     for bad, key in (({"fallbacks": ["int4"]}, "quantize.fallbacks"), ({"method_rec": "MINMAX"}, "quantize.method_rec"),
                      ({"rec_metric": "cer"}, "quantize.rec_metric"), ({"max_drop": -1}, "quantize.max_drop")):
         with pytest.raises(ConfigError, match=key) as info:

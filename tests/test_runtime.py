@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from ocrslim.errors import ArtifactError
+from ocrslim.core.errors import ArtifactError
 from ocrslim.export.onnx import export_onnx
-from ocrslim.runtime import OrtRunner, TorchRunner, open_runner
+from ocrslim.infer.runners import OrtRunner, TorchRunner, open_runner
 
 
 class TinyDet(nn.Module):
@@ -129,11 +129,18 @@ def test_torch_runner_restores_thread_count() -> None:
     assert torch.get_num_threads() == before
 
 
-@pytest.mark.parametrize("name", ["model.pt", "model.tflite", "model"])
+@pytest.mark.parametrize("name", ["model.tflite", "model"])
 def test_open_runner_rejects_unknown_suffix(tmp_path: Path, name: str) -> None:
     (tmp_path / name).write_bytes(b"\0")
-    with pytest.raises(ArtifactError, match=r"expected \.onnx or \.mnn") as info:
+    with pytest.raises(ArtifactError, match=r"expected \.onnx, \.mnn, \.safetensors") as info:
         open_runner(tmp_path / name)
+    assert "\n" not in str(info.value)
+
+
+def test_open_runner_refuses_a_torch_pickle(tmp_path: Path) -> None:
+    (tmp_path / "model.pt").write_bytes(b"PK\x03\x04")
+    with pytest.raises(ArtifactError, match="convert-model") as info:
+        open_runner(tmp_path / "model.pt")
     assert "\n" not in str(info.value)
 
 

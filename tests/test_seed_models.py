@@ -12,27 +12,23 @@ import pytest
 import torch
 from torch import nn
 
-import ocrslim.models
-from ocrslim.config import ConvertConfig, PruneConfig
-from ocrslim.errors import ConfigError
+from ocrslim.compress.losses import ctc_gt_loss, db_loss
+from ocrslim.compress.prune import prune_model
+from ocrslim.core.config import ConvertConfig, PruneConfig
+from ocrslim.core.errors import ConfigError
+from ocrslim.data.targets import make_db_targets
 from ocrslim.export.mnn import convert_onnx_to_mnn
 from ocrslim.export.onnx import compare_runners, export_onnx, parity_gate
 from ocrslim.export.steps import INPUT, OUTPUT, dynamic_axes
-from ocrslim.losses import ctc_gt_loss, db_loss, make_db_targets
-from ocrslim.models import (
-    COMPONENTS,
-    SEED_STUDENTS,
-    CTCRecognizer,
-    DBNet,
-    MobileNetV3Small,
-    ViTRec,
-    build_component,
-    build_seed_student,
-    load_model,
-    save_model,
-)
-from ocrslim.prune import prune_model
-from ocrslim.runtime import OrtRunner, TorchRunner, open_runner
+from ocrslim.infer.runners import OrtRunner, TorchRunner, open_runner
+from ocrslim.models.det import DBNet
+from ocrslim.models.io import load_model, save_model
+from ocrslim.models.layers import build_component
+from ocrslim.models.mobilenetv3 import MobileNetV3Small
+from ocrslim.models.rec import CTCRecognizer
+from ocrslim.models.registry import REGISTRY, names
+from ocrslim.models.seed import build_seed_student
+from ocrslim.models.vit import ViTRec
 
 PP_OCR_CLASSES = 6625  # PP-OCRv4's dictionary + blank + space
 # Module paths torch-pruning must leave alone in the ViT recogniser: attention (heads must keep dividing
@@ -114,12 +110,10 @@ def onnx_files(det: DBNet, rec: CTCRecognizer, tmp_path_factory: pytest.TempPath
 # ---------------------------------------------------------------- build, shapes, sizes
 
 
-def test_components_registered_and_exported() -> None:
+def test_components_and_students_registered() -> None:
     for name in ("MobileNetV3Small", "ViTRec", "Im2Seq"):
-        assert name in COMPONENTS and name in ocrslim.models.__all__
-    for name in ("SEED_STUDENTS", "build_seed_student"):
-        assert name in ocrslim.models.__all__
-    assert {s["task"] for s in SEED_STUDENTS.values()} == {"det", "rec"}
+        assert REGISTRY[name].kind == "component"
+    assert names("student", "det") == ["mobilenetv3_small_fpn"] and names("student", "rec") == ["vit_6x192"]
 
 
 @pytest.mark.parametrize("hw", [(64, 96), (128, 64)])
@@ -192,8 +186,8 @@ def test_from_config_rebuilds_architecture(det: DBNet, rec: CTCRecognizer, task:
 def test_save_load_round_trip(det: DBNet, rec: CTCRecognizer, task: str, tmp_path: Path) -> None:
     model = det if task == "det" else rec
     x = _image_like(2, *EXPORT_SAMPLE[task][1:], seed=4)
-    save_model(model, tmp_path / "model.pt", meta={"task": task, "seed": True})
-    loaded, meta = load_model(tmp_path / "model.pt")
+    save_model(model, tmp_path / "model.safetensors", meta={"task": task, "seed": True})
+    loaded, meta = load_model(tmp_path / "model.safetensors")
     assert meta == {"task": task, "seed": True}
     assert type(loaded) is type(model) and not loaded.training
     with torch.no_grad():
@@ -204,8 +198,8 @@ def test_build_seed_student_errors() -> None:
     cases = [
         (dict(task="cls"), ["'cls'", "det, rec"]),
         (dict(task="det", name="resnet18"), ["'resnet18'", "mobilenetv3_small_fpn"]),
-        (dict(task="det", name="vit_6x192"), ["'vit_6x192'", "rec model", "mobilenetv3_small_fpn"]),
-        (dict(task="rec", name="mobilenetv3_small_fpn", num_classes=5), ["det model", "vit_6x192"]),
+        (dict(task="det", name="vit_6x192"), ["'vit_6x192'", "rec student", "mobilenetv3_small_fpn"]),
+        (dict(task="rec", name="mobilenetv3_small_fpn", num_classes=5), ["det student", "vit_6x192"]),
         (dict(task="rec"), ["num_classes", "None", "len(characters) + 2"]),
         (dict(task="rec", num_classes=1), ["num_classes", "1"]),
     ]
@@ -333,7 +327,7 @@ def test_student_conf_groups_mirror_dataclass() -> None:
     import yaml
 
     from ocrslim.compose import compose
-    from ocrslim.config import StudentConfig, load_section
+    from ocrslim.core.config import StudentConfig, load_section
 
     repo = Path(__file__).resolve().parents[1]
     pruned = yaml.safe_load((repo / "conf" / "student" / "pruned.yaml").read_text())
@@ -345,8 +339,8 @@ def test_student_conf_groups_mirror_dataclass() -> None:
 
 
 def test_make_student_rejects_a_wrong_seed_name() -> None:
-    from ocrslim.config import StudentConfig
-    from ocrslim.prune import make_student
+    from ocrslim.compress.prune import make_student
+    from ocrslim.core.config import StudentConfig
 
     teacher = build_seed_student("det")
     with pytest.raises(ConfigError, match=r"^student\.det: is 'vit_6x192', must be 'pruned' or a det seed"):
@@ -360,12 +354,12 @@ def test_seed_student_through_prune_and_distill_stages(tmp_path: Path) -> None:
 
     import yaml
 
-    from ocrslim.models import load_model, save_model
+    from ocrslim.models.io import load_model, save_model
     from stages.distill import main as distill_main
     from stages.prune import main as prune_main
     from tests.test_distill import _det_set, _tiny_det
 
-    teacher = tmp_path / "teacher.pt"
+    teacher = tmp_path / "teacher.safetensors"
     save_model(_tiny_det().eval(), teacher, {"task": "det"})
     params = tmp_path / "params.yaml"
     root = _det_set(tmp_path / "det")
@@ -375,7 +369,7 @@ def test_seed_student_through_prune_and_distill_stages(tmp_path: Path) -> None:
         "distill": {"teacher_det": str(teacher), "steps": 2, "batch_size_det": 1, "det_size": 128, "threads": 1,
                     "device": "cpu", "eval_every": 0, "train_data_det": [str(root)], "val_data_det": [str(root)]},
     }))
-    init, metrics = tmp_path / "pruned" / "det.pt", tmp_path / "prune_det.json"
+    init, metrics = tmp_path / "pruned" / "det.safetensors", tmp_path / "prune_det.json"
     assert prune_main(["--params", str(params), "--task", "det", "--model", str(teacher), "--out", str(init),
                        "--metrics", str(metrics)]) == 0
     seed, meta = load_model(init)
@@ -384,7 +378,7 @@ def test_seed_student_through_prune_and_distill_stages(tmp_path: Path) -> None:
     assert meta["prune"]["config"] == {"ratio": None, "init": "scratch", "arch": "mobilenetv3_small_fpn"}
     assert report["params_after"] == sum(p.numel() for p in seed.parameters())
     assert report["params_before"] == sum(p.numel() for p in _tiny_det().parameters())
-    out = tmp_path / "student" / "det.pt"
+    out = tmp_path / "student" / "det.safetensors"
     assert distill_main(["--params", str(params), "--task", "det", "--model", str(init), "--out", str(out),
                          "--metrics", str(tmp_path / "distill_det.json"), "--run-dir", str(tmp_path / "run")]) == 0
     trained, tmeta = load_model(out)
@@ -396,9 +390,9 @@ def test_seed_student_through_prune_and_distill_stages(tmp_path: Path) -> None:
 
 
 def test_seed_rec_head_covers_blank_dictionary_and_space() -> None:
-    from ocrslim.config import StudentConfig
-    from ocrslim.postprocess import ctc_charset
-    from ocrslim.prune import make_student
+    from ocrslim.compress.prune import make_student
+    from ocrslim.core.config import StudentConfig
+    from ocrslim.infer.postprocess import ctc_charset
 
     chars = list("abc")
     teacher = build_seed_student("rec", num_classes=len(ctc_charset(chars)))

@@ -32,7 +32,7 @@ def write_params(tmp_path, **overrides) -> str:
 
 @pytest.fixture(scope="module")
 def teacher_det(tmp_path_factory):
-    out = tmp_path_factory.mktemp("teacher") / "det.pt"
+    out = tmp_path_factory.mktemp("teacher") / "det.safetensors"
     params = write_params(tmp_path_factory.mktemp("p"))
     assert stage("teacher").main(["--params", params, "--task", "det", "--out", str(out)]) == 0
     return out
@@ -63,9 +63,10 @@ def test_export_gate_fails_the_stage_with_the_max_difference(tmp_path, teacher_d
 
 def test_unknown_teacher_is_one_line(tmp_path, capsys):
     params = write_params(tmp_path, teacher__det="ppocrv9_det")
-    code = run_main(stage("teacher").main, ["--params", params, "--task", "det", "--out", str(tmp_path / "x.pt")])
+    code = run_main(stage("teacher").main, ["--params", params, "--task", "det",
+                                            "--out", str(tmp_path / "x.safetensors")])
     err = capsys.readouterr().err
-    assert code == 1 and "teacher.det = 'ppocrv9_det' is not a det model" in err
+    assert code == 1 and "teacher.det: 'ppocrv9_det' is not registered" in err and "ppocrv4_mobile_det" in err
     assert len(err.strip().splitlines()) == 1
 
 

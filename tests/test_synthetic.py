@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ocrslim.config import DataConfig
+from ocrslim.core.config import DataConfig
+from ocrslim.core.errors import DataError
 from ocrslim.data.datasets import load_det_dataset, load_rec_dataset
 from ocrslim.data.fonts import discover_fonts
 from ocrslim.data.synthetic import (
@@ -20,7 +21,6 @@ from ocrslim.data.synthetic import (
     sample_rng,
 )
 from ocrslim.data.text import build_corpus, load_charset
-from ocrslim.errors import DataError
 
 TINY = DataConfig(
     fonts=("default",), cjk_ratio=0.0, det_train=2, det_val=1, det_test=1, rec_train=4, rec_val=1, rec_test=1,

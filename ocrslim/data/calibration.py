@@ -11,15 +11,15 @@
 MNN's calibration reads each image, stretches it to ``width`` x ``height``, converts it to ``format``
 and computes ``(x - mean) * normal`` on 0..255 values. So ``mean = 255 * cfg.mean`` and
 ``normal = 1 / (255 * cfg.std)``, taken from the same ``DetConfig``/``RecConfig`` the runners use, and
-rec crops are written already resized-and-padded exactly as :func:`ocrslim.preprocess.rec_preprocess`
+rec crops are written already resized-and-padded exactly as :func:`ocrslim.infer.preprocess.rec_preprocess`
 feeds them (height H keeping aspect, right-padded with the value that normalizes to 0): MNN's stretch is
 then a no-op.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,12 +29,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ocrslim.config import CalibrateConfig, DetConfig, RecConfig
-from ocrslim.data.datasets import IMAGE_SUFFIXES, load_det_dataset, load_rec_dataset, read_sample_image
+from ocrslim.core.config import CalibrateConfig, DetConfig, RecConfig
+from ocrslim.core.errors import DataError
+from ocrslim.core.fsutil import atomic_path, write_json
+from ocrslim.data.datasets import IMAGE_SUFFIXES, detect_layout, load_det_dataset, load_rec_dataset, read_sample_image
 from ocrslim.data.text import is_cjk
-from ocrslim.errors import DataError
-from ocrslim.fsutil import atomic_path, write_json
-from ocrslim.preprocess import read_image, upscale_small
+from ocrslim.infer.preprocess import read_image, rec_target_width, upscale_small
 
 __all__ = [
     "Candidate",
@@ -119,23 +119,13 @@ def _candidates(task: str, paths: Sequence[str], key: str) -> list[Candidate]:
                 f"{key}: {path} not found. Run dvc repro data first, or point calibrate.source at a folder "
                 "with det/ and rec/ images."
             )
-        if not _is_layout(task, path):
+        if not detect_layout(path, task).labelled:
             out += _plain_images(path)
         elif task == "det":
             out += [(s.image, None, s) for s in load_det_dataset(path)]
         else:
             out += [(s.image, s.text, s) for s in load_rec_dataset(path)]
     return out
-
-
-def _is_layout(task: str, path: Path) -> bool:
-    """True if ``path`` is a dataset the loaders read (a label error then stops with file:line)."""
-    if path.is_file():
-        return True
-    root = path / task if (path / task).is_dir() else path
-    if task == "det":
-        return (root / "images").is_dir() and (root / "gt").is_dir()
-    return (root / "data.mdb").is_file() or ((root / "images").is_dir() and (root / "labels.tsv").is_file())
 
 
 def _image_size(c: Candidate) -> tuple[int, int] | None:
@@ -172,8 +162,7 @@ def rec_calibration_image(crop: np.ndarray, cfg: RecConfig) -> np.ndarray:
     """A crop as the recogniser sees it at width ``cfg.min_width``: resized to ``cfg.height`` keeping aspect
     (squeezed if wider), right-padded with :func:`rec_pad_value`. Shape (height, min_width, 3)."""
     crop = upscale_small(crop, cfg.min_side)
-    h, w = crop.shape[:2]
-    rw = int(min(cfg.min_width, max(1, math.ceil(cfg.height * w / max(h, 1)))))
+    rw = rec_target_width(crop.shape[:2], dataclasses.replace(cfg, max_width=cfg.min_width))
     out = np.empty((cfg.height, cfg.min_width, 3), np.uint8)
     out[:] = rec_pad_value(cfg)
     out[:, :rw] = cv2.resize(crop, (rw, cfg.height))

@@ -31,25 +31,33 @@ import json
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ocrslim.errors import ConfigError, DataError
+from ocrslim.core.errors import ConfigError, DataError
 
 __all__ = [
+    "LABELLED",
     "DetSample",
+    "Layout",
     "ImageStats",
     "RecSample",
+    "check_training_sets",
     "coverage_summary",
+    "detect_layout",
     "dictionary_coverage",
+    "icdar_gt_text",
+    "image_files",
     "iter_sample_images",
     "load_det_dataset",
     "load_rec_dataset",
     "read_sample_image",
+    "rec_labels_text",
+    "resolve_data_path",
 ]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
@@ -258,6 +266,101 @@ def resolve_data_path(path: str | Path) -> Path:
     return p
 
 
+LABELLED = {"det": ("icdar", "paddle_det", "split"), "rec": ("labels_tsv", "paddle_rec", "lmdb", "split")}
+SPLIT_SUFFIX = ".split.json"  # a split file of ocrslim.data.splits: a set's path and the samples one part holds
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What ocrslim finds at a path for one task (:func:`detect_layout`).
+
+    Attributes:
+        kind: det ``icdar`` | ``paddle_det``; rec ``labels_tsv`` | ``paddle_rec`` | ``lmdb``; either task
+            ``split`` (part of a set, :mod:`ocrslim.data.splits`) | ``images`` (a folder of images without
+            labels: KD-only training, calibration) | ``none``.
+        root: what the reader opens: the set folder (``<path>/det`` or ``<path>/rec`` when present) or the
+            label file.
+    """
+
+    kind: str
+    root: Path
+
+    @property
+    def labelled(self) -> bool:
+        return self.kind not in ("images", "none")
+
+
+def _label_file_task(file: Path) -> str:
+    """A PaddleOCR label file's task: det when the text after the first tab is a JSON list of boxes (or
+    looks like one but does not parse: the det reader then names the bad line), else rec."""
+    for _, line in _lines(file):
+        text = line.partition("\t")[2]
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError:
+            return "det" if text.lstrip().startswith("[{") else "rec"
+        return "det" if isinstance(payload, list) and all(isinstance(b, dict) for b in payload) else "rec"
+    return "rec"
+
+
+def _read_split(file: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DataError(f"{file}: not a readable split file. Re-run dvc repro split.") from None
+    if not isinstance(data, dict) or data.get("task") not in ("det", "rec") \
+            or not isinstance(data.get("samples"), list):
+        raise DataError(f"{file}: not a split file (source, task, samples). Re-run dvc repro split.")
+    return data
+
+
+def _load_split(file: Path, task: str, limit: int | None) -> list[Any]:
+    """The samples of a split file: its source set, read by the task's loader, filtered to the listed names."""
+    data = _read_split(file)
+    keep = set(data["samples"])
+    source = load_det_dataset(data["source"]) if task == "det" else load_rec_dataset(data["source"])
+    picked = [s for s in source if s.image.name in keep]
+    if len(picked) != len(keep):
+        raise DataError(f"{file}: {len(keep) - len(picked)} of its samples are not in {data['source']} any more. "
+                        "Re-run dvc repro split.")
+    return picked[:limit]
+
+
+def _has_images(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+
+
+def detect_layout(path: str | Path, task: str) -> Layout:
+    """The one layout detector: how the set at ``path`` is stored for ``task`` ("det" or "rec").
+
+    Every reader, the calibration pool and the training-set checks go through it (see the module docstring
+    for the layouts). A missing path is ``none``.
+    """
+    root = resolve_data_path(path)
+    if root.is_file() and root.name.endswith(SPLIT_SUFFIX):
+        return Layout("split", root) if _read_split(root)["task"] == task else Layout("none", root)
+    if root.is_file():
+        kind = _label_file_task(root)
+        return Layout(f"paddle_{kind}", root) if kind == task else Layout("none", root)
+    if not root.is_dir():
+        return Layout("none", root)
+    if task == "rec" and (root / "data.mdb").is_file():
+        return Layout("lmdb", root)
+    sub = root / task
+    if sub.is_dir():
+        root = sub
+    if task == "det" and (root / "images").is_dir() and (root / "gt").is_dir():
+        return Layout("icdar", root)
+    if task == "rec" and (root / "data.mdb").is_file():
+        return Layout("lmdb", root)
+    if task == "rec" and (root / "images").is_dir() and (root / "labels.tsv").is_file():
+        return Layout("labels_tsv", root)
+    for folder in (root / "images", root):
+        if _has_images(folder):
+            return Layout("images", folder)
+    return Layout("none", root)
+
+
 def load_det_dataset(path: str | Path, limit: int | None = None) -> list[DetSample]:
     """Load a text detection set (ICDAR 2015 directory or PaddleOCR det label file; see the module docstring).
 
@@ -277,23 +380,16 @@ def load_det_dataset(path: str | Path, limit: int | None = None) -> list[DetSamp
     (4, 2)
     """
     _check_limit(limit)
-    root = resolve_data_path(path)
-    if root.is_file():
-        return _load_paddle_det(root, limit)
-    if not root.is_dir():
-        raise DataError(f"{root}: not found. Pass a detection set: {_DET_LAYOUTS}.")
-    icdar = _icdar_det_root(root)
-    if icdar is not None:
-        return _load_icdar_det(icdar, limit)
-    shown = root / "det" if (root / "det").is_dir() else root
-    raise DataError(f"{shown}: not a detection set layout. Pass a detection set: {_DET_LAYOUTS}.")
-
-
-def _icdar_det_root(root: Path) -> Path | None:
-    """The ICDAR 2015 set directory (``images/`` + ``gt/``) at ``root`` or its ``det/``, if any."""
-    if (root / "det").is_dir():
-        root = root / "det"
-    return root if (root / "images").is_dir() and (root / "gt").is_dir() else None
+    found = detect_layout(path, "det")
+    if found.kind == "split":
+        return _load_split(found.root, "det", limit)
+    if found.kind == "paddle_det":
+        return _load_paddle_det(found.root, limit)
+    if found.kind == "icdar":
+        return _load_icdar_det(found.root, limit)
+    if not found.root.exists():
+        raise DataError(f"{found.root}: not found. Pass a detection set: {_DET_LAYOUTS}.")
+    raise DataError(f"{found.root}: not a detection set layout. Pass a detection set: {_DET_LAYOUTS}.")
 
 
 def load_det_images(path: str | Path, limit: int | None = None) -> list[DetSample]:
@@ -306,21 +402,31 @@ def load_det_images(path: str | Path, limit: int | None = None) -> list[DetSampl
         DataError: the path is not a directory holding images.
     """
     _check_limit(limit)
-    root = resolve_data_path(path)
-    folder = root / "images" if (root / "images").is_dir() else root
-    images = sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-        key=lambda p: p.name,
-    ) if folder.is_dir() else []
-    if not images:
-        raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}). Pass a directory of images.")
-    return [DetSample(image=p, polys=(), texts=(), ignore=(), labelled=False) for p in images[:limit]]
+    return [DetSample(image=p, polys=(), texts=(), ignore=(), labelled=False) for p in image_files(path)[:limit]]
+
+
+def image_files(path: str | Path) -> list[Path]:
+    """The images of a plain image folder (or its ``images/``), sorted by name.
+
+    Raises:
+        DataError: the path holds no image.
+    """
+    found = detect_layout(path, "det")
+    folder = found.root if found.kind == "images" else None
+    if folder is None:
+        for cand in (found.root / "images", found.root):
+            if _has_images(cand):
+                folder = cand
+                break
+    if folder is None:
+        raise DataError(f"{found.root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}). Pass a directory of images.")
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                  key=lambda p: p.name)
 
 
 def is_labelled_det_set(path: str | Path) -> bool:
     """Whether ``path`` is in a labelled detection layout (ICDAR 2015 directory or PaddleOCR label file)."""
-    root = resolve_data_path(path)
-    return root.is_file() or _icdar_det_root(root) is not None
+    return detect_layout(path, "det").labelled
 
 
 # ----------------------------------------------------------------------------------------- recognition
@@ -353,19 +459,39 @@ def load_rec_dataset(path: str | Path, limit: int | None = None) -> list[RecSamp
     1039
     """
     _check_limit(limit)
-    root = resolve_data_path(path)
-    if root.is_dir() and (root / "data.mdb").is_file():
+    found = detect_layout(path, "rec")
+    root = found.root
+    if found.kind == "split":
+        return _load_split(root, "rec", limit)
+    if found.kind == "lmdb":
         return _load_lmdb_rec(root, limit)
-    if root.is_file():
+    if found.kind == "paddle_rec":
         return [RecSample(image=_resolve_image(root, n), text=t) for n, t in _read_rec_labels(root)[:limit]]
-    if not root.is_dir():
+    if found.kind == "labels_tsv":
+        return [RecSample(image=root / "images" / n, text=t) for n, t in _read_rec_labels(root / "labels.tsv")[:limit]]
+    if not root.exists():
         raise DataError(f"{root}: not found. Pass a recognition set: {_REC_LAYOUTS}.")
-    if (root / "rec").is_dir():
-        root = root / "rec"
-    labels = root / "labels.tsv"
-    if (root / "images").is_dir() and labels.is_file():
-        return [RecSample(image=root / "images" / n, text=t) for n, t in _read_rec_labels(labels)[:limit]]
     raise DataError(f"{root}: not a recognition set layout. Pass a recognition set: {_REC_LAYOUTS}.")
+
+
+# --------------------------------------------------------------------------------------------- writers
+
+
+def icdar_gt_text(quads: Sequence[np.ndarray], texts: Sequence[str]) -> str:
+    """An ICDAR 2015 gt file's text: ``x1,y1,...,x4,y4,transcription`` per box, coordinates rounded
+    (the layout :func:`load_det_dataset` reads)."""
+    lines = [",".join(str(int(round(float(v)))) for v in np.asarray(q).reshape(-1)) + "," + t
+             for q, t in zip(quads, texts, strict=True)]
+    return "".join(f"{ln}\n" for ln in lines)
+
+
+def rec_labels_text(rows: Sequence[tuple[str, str]]) -> str:
+    """A ``labels.tsv``'s text: ``<file>\\t<text>`` per crop (the layout :func:`load_rec_dataset` reads)."""
+    for name, text in rows:
+        if "\t" in name or "\n" in name or "\n" in text:
+            raise DataError(f"labels.tsv: {name!r} / {text!r} holds a tab or newline. Rename the file or fix "
+                            "the label.")
+    return "".join(f"{name}\t{text}\n" for name, text in rows)
 
 
 # ---------------------------------------------------------------------------------------------- LMDB
@@ -417,7 +543,7 @@ def _load_lmdb_rec(root: Path, limit: int | None) -> list[RecSample]:
 
 def read_sample_image(sample: DetSample | RecSample) -> np.ndarray | None:
     """A sample's image as BGR uint8 HxWx3 (files and LMDB entries alike), or ``None`` if it cannot be decoded."""
-    from ocrslim.preprocess import read_image
+    from ocrslim.infer.preprocess import read_image
 
     lmdb_root = getattr(sample, "lmdb", None)
     if lmdb_root is None:
@@ -495,3 +621,35 @@ def coverage_summary(name: str, samples: list[DetSample] | list[RecSample], miss
         f"{name}: {len(samples)} samples, {sum(missing.values())} label characters outside the dictionary "
         f"({len(missing)} distinct: {top}); the recogniser cannot emit them"
     )
+
+
+def check_training_sets(paths: Sequence[str | Path], charset: Sequence[str], key: str) -> list[dict[str, Any]]:
+    """Validate real training sets given by path (params ``key``): load them, report dictionary coverage.
+
+    Each path may hold a detection set, a recognition set (any layout ``load_*_dataset`` reads, LMDB
+    included), or a folder with both. Nothing is copied: later stages read them by path.
+
+    Raises:
+        DataError: a path is missing, in no known layout, or has a malformed line (``<file>:<line>`` named).
+    """
+    report = []
+    for p in paths:
+        path = resolve_data_path(p)
+        if not path.exists():
+            raise DataError(f"{key}: {path} not found. Fix the path in conf/, or remove it.")
+        entry: dict[str, Any] = {"path": str(path)}
+        layouts = {task: detect_layout(path, task) for task in ("det", "rec")}
+        if not any(lay.labelled for lay in layouts.values()):
+            raise DataError(
+                f"{key}: {path} is neither a detection nor a recognition set. Give a folder with "
+                "images/ + gt/ or images/ + labels.tsv (or det/, rec/ inside), an LMDB, or a PaddleOCR label file."
+            )
+        for task, loader in (("det", load_det_dataset), ("rec", load_rec_dataset)):
+            if not layouts[task].labelled:
+                continue
+            samples = loader(path)
+            missing = dictionary_coverage(samples, charset)
+            entry[task] = {"samples": len(samples), "outside_dictionary": sum(missing.values()),
+                           "summary": coverage_summary(f"{path} ({task})", samples, missing)}
+        report.append(entry)
+    return report

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import ImageFont
 
-from ocrslim.errors import DataError
+from ocrslim.core.errors import DataError
 
 __all__ = ["DEFAULT_FONT", "Font", "FONT_PACKAGES", "discover_fonts", "load_font", "pil_font"]
 

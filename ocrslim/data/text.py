@@ -17,10 +17,11 @@ import importlib.util
 import pickle
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ocrslim.errors import ArtifactError, DataError
+from ocrslim.core.errors import ArtifactError, DataError
 
 __all__ = ["KINDS", "Corpus", "build_corpus", "is_cjk", "load_charset", "read_jieba_dict", "read_english_words"]
 
@@ -52,17 +53,18 @@ def load_charset(spec: str) -> list[str]:
     >>> len(load_charset("ppocrv4_mobile_rec"))  # doctest: +SKIP
     6623
     """
-    from ocrslim.zoo import ZOO, onnx_characters, read_dict_file, zoo_onnx_path
+    from ocrslim.core.artifacts import onnx_characters, read_dict_file
+    from ocrslim.models.registry import REGISTRY, names, teacher_onnx_path
 
-    if spec in ZOO:
-        chars = onnx_characters(zoo_onnx_path(spec))
+    if spec in REGISTRY and REGISTRY[spec].kind == "teacher" and REGISTRY[spec].task == "rec":
+        chars = onnx_characters(teacher_onnx_path(spec))
         if not chars:
             raise ArtifactError(f"{spec}: its ONNX has no 'character' metadata. Set data.dictionary to a dict file.")
         return chars
     if Path(spec).is_file():
         return read_dict_file(spec)
     raise ArtifactError(
-        f"data.dictionary={spec!r}: neither a zoo rec model ({', '.join(n for n in ZOO if n.endswith('_rec'))}) "
+        f"data.dictionary={spec!r}: neither a registered rec teacher ({', '.join(names('teacher', 'rec'))}) "
         "nor a dictionary file. Fix it in conf/data/."
     )
 
@@ -93,10 +95,19 @@ def read_jieba_dict() -> tuple[list[str], np.ndarray]:
 def read_english_words() -> list[str]:
     """English words (GCIDE, letters only, mixed case) from the ``english-words`` package, sorted."""
     path = _package_file("english_words", "data/gcide_alpha.pickle", "english-words==2.0.2")
-    # The package's own loader unpickles this same file; read it directly to avoid its import-time work.
+    # The package's own loader unpickles this same file; read it with an unpickler that builds containers of
+    # strings only (no class lookups, so no code can run), and skip the package's import-time work.
     with path.open("rb") as fh:
-        words = pickle.load(fh)  # noqa: S301 - a data file inside an installed package
-    return sorted(w for w in words if 1 <= len(w) <= 14)
+        words = _DataOnlyUnpickler(fh).load()
+    return sorted(w for w in words if isinstance(w, str) and 1 <= len(w) <= 14)
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Unpickles builtin containers and strings; any class or function reference is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise DataError(f"english-words data file: refers to {module}.{name}, not plain data. "
+                        "pip install --force-reinstall english-words==2.0.2.")
 
 
 @dataclasses.dataclass

@@ -11,12 +11,12 @@ the batch that draws them (``skipped_images``, counted once per image).
 
 Rec: each crop is resized to 48 px high keeping its aspect, squeezed to at most ``width`` and
 right-padded to ``width`` (PP-OCR's fixed 3×48×320 training shape) with the same
-:func:`ocrslim.preprocess.rec_preprocess` the runners use, so every batch has one width, T = width/8
+:func:`ocrslim.infer.preprocess.rec_preprocess` the runners use, so every batch has one width, T = width/8
 frames, and a crop's tensor never depends on its batch mates (what makes teacher caching valid).
 
 Det: the page is scaled so its long side is ``size × U(0.5, 1.5)``, a random ``size×size`` window is
 cut (zero-padded where the page is smaller), polygons move with it; a polygon the window cuts is
-marked ignore, one outside it is dropped; :func:`ocrslim.losses.make_db_targets` builds the targets.
+marked ignore, one outside it is dropped; :func:`ocrslim.compress.losses.make_db_targets` builds the targets.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ocrslim.config import DetConfig, RecConfig
+from ocrslim.core.config import DetConfig, RecConfig
+from ocrslim.core.errors import DataError
 from ocrslim.data.datasets import (
     DetSample,
     RecSample,
@@ -39,9 +40,8 @@ from ocrslim.data.datasets import (
     load_rec_dataset,
     read_sample_image,
 )
-from ocrslim.errors import DataError
-from ocrslim.losses import make_db_targets
-from ocrslim.preprocess import det_resize_shape, normalize, rec_preprocess
+from ocrslim.data.targets import make_db_targets
+from ocrslim.infer.preprocess import det_resize_shape, normalize, rec_preprocess
 
 __all__ = ["DetBatch", "DetTrainSet", "RecBatch", "RecTrainSet", "batch_indices", "encode_label"]
 

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ocrslim.errors import ArtifactError, ConfigError, ToolError
-from ocrslim.fsutil import atomic_path
+from ocrslim.core.errors import ArtifactError, ConfigError, ToolError
+from ocrslim.core.fsutil import atomic_path
 
 PathLike = str | os.PathLike[str]
 
@@ -106,6 +106,42 @@ def convert_onnx_to_mnn(
             subject=src,
             fix="Re-export the ONNX file, or replace the op named above with one MNN supports",
         )
+
+
+def zoo_as_mnn(name: str) -> Path:
+    """A registered teacher converted to MNN FP32 once, cached under ``$OCRSLIM_CACHE`` (default
+    ``~/.cache/ocrslim``) by the ONNX file's hash, with a sidecar carrying its task and dictionary.
+
+    >>> runner_file = zoo_as_mnn("ppocrv4_mobile_det")  # doctest: +SKIP
+    """
+    from ocrslim.core.artifacts import onnx_characters, sidecar_path
+    from ocrslim.core.fsutil import sha256_file, write_json
+    from ocrslim.models.registry import lookup, teacher_onnx_path
+
+    entry = lookup(name, "teacher", what="model")
+    onnx_path = teacher_onnx_path(name)
+    cache = Path(os.environ.get("OCRSLIM_CACHE", Path.home() / ".cache" / "ocrslim"))
+    dest = cache / "mnn" / f"{name}-{sha256_file(onnx_path)[:16]}.mnn"
+    if not dest.is_file() or not sidecar_path(dest).is_file():
+        convert_onnx_to_mnn(onnx_path, dest)
+        meta: dict[str, Any] = {"task": entry.task, "source": name}
+        if entry.task == "rec":
+            meta["characters"] = onnx_characters(onnx_path) or []
+        write_json(sidecar_path(dest), meta)
+    return dest
+
+
+def open_model_on(spec: str, task: str, backend: str | None = None, **kwargs: Any) -> Any:
+    """:func:`ocrslim.infer.pipeline.open_model` with ``backend="mnn"`` too: a registered teacher is converted
+    once (:func:`zoo_as_mnn`) and its MNN file opened; files run in the runtime their suffix names."""
+    from ocrslim.infer.pipeline import open_model
+    from ocrslim.models.registry import REGISTRY
+
+    if backend == "mnn":
+        if spec in REGISTRY:
+            spec = str(zoo_as_mnn(spec))
+        backend = None
+    return open_model(spec, task, backend=backend, **kwargs)
 
 
 def quantize_mnn(src_mnn: PathLike, dst_mnn: PathLike, config: dict[str, Any]) -> None:

@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 import torch
 
-from ocrslim.errors import ParityError, ToolError
-from ocrslim.fsutil import atomic_path
-from ocrslim.runtime import OrtRunner, Runner, TorchRunner
+from ocrslim.core.errors import ParityError, ToolError
+from ocrslim.core.fsutil import atomic_path
+from ocrslim.infer.runners import OrtRunner, Runner, TorchRunner
 
 PathLike = str | os.PathLike[str]
 
@@ -139,7 +139,7 @@ def parity_gate(name: str, diffs: Mapping[str, float], tol: float, hint: str = D
 
     >>> parity_gate("det.onnx", {"1x3x64x96": 3.2e-2}, 1e-3)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    ocrslim.errors.ParityError: det.onnx: max |a-b| = 3.2e-02 at shape 1x3x64x96 exceeds tolerance 1e-03. ...
+    ocrslim.core.errors.ParityError: det.onnx: max |a-b| = 3.2e-02 at shape 1x3x64x96 exceeds tolerance 1e-03. ...
     """
     if not diffs:
         raise ValueError(f"{name}: parity_gate got no measurements")

@@ -10,10 +10,10 @@ import numpy as np
 import onnx
 import torch
 
-from ocrslim.config import ConvertConfig, ExportConfig
-from ocrslim.errors import ArtifactError
-from ocrslim.fsutil import atomic_path, write_json
-from ocrslim.pipeline import sidecar_path
+from ocrslim.core.artifacts import configs_of, onnx_characters, onnx_metadata, onnx_ocrslim_meta, sidecar_path
+from ocrslim.core.config import ConvertConfig, DetConfig, ExportConfig, RecConfig
+from ocrslim.core.errors import ArtifactError
+from ocrslim.core.fsutil import atomic_path, write_json
 
 INPUT, OUTPUT = "x", "y"
 
@@ -23,15 +23,17 @@ def probe_inputs(task: str, cfg: ExportConfig, meta: dict[str, Any] | None = Non
     """Deterministic inputs at the configured probe shapes (≥ 2): rendered text, normalized like
     the runners do, plus mild noise, so the det map and rec frames are far from trivial."""
     from ocrslim.data.probe import text_image
-    from ocrslim.preprocess import normalize
+    from ocrslim.infer.preprocess import normalize
 
-    pre = ((meta or {}).get("config") or {}).get(task) or {}
-    mean, std = pre.get("mean", (0.5,) * 3), pre.get("std", (0.5,) * 3)
+    cfgs = configs_of(meta or {})
+    pre: DetConfig | RecConfig = cfgs.get("det_cfg", DetConfig()) if task == "det" else cfgs.get("rec_cfg", RecConfig())
+    mean, std = pre.mean, pre.std
     rng = np.random.default_rng(seed)
     if task == "det":
         shapes = [(batch, h, w) for h, w in cfg.det_shapes]
     else:
-        shapes = [(batch + i, 48, w) for i, w in enumerate(cfg.rec_widths)]
+        height = cfgs.get("rec_cfg", RecConfig()).height
+        shapes = [(batch + i, height, w) for i, w in enumerate(cfg.rec_widths)]
     out = []
     for n, h, w in shapes:
         imgs = [normalize(text_image(h, w, seed=seed + k), mean, std) for k in range(n)]
@@ -99,15 +101,15 @@ def convert_model(onnx_path: str | Path, out: str | Path, task: str, cfg: Conver
     """
     from ocrslim.export.mnn import convert_onnx_to_mnn
     from ocrslim.export.onnx import parity_gate
-    from ocrslim.runtime import MnnRunner, OrtRunner
-    from ocrslim.zoo import onnx_characters, onnx_ocrslim_meta
+    from ocrslim.infer.runners import MnnRunner, OrtRunner
 
     onnx_path, out = Path(onnx_path), Path(out)
     if not onnx_path.is_file():
         raise ArtifactError(f"{onnx_path}: not found. Run dvc repro export first.")
-    meta = onnx_ocrslim_meta(onnx_path)
+    props = onnx_metadata(onnx_path)
+    meta = onnx_ocrslim_meta(onnx_path, props)
     if task == "rec":
-        meta["characters"] = onnx_characters(onnx_path) or []
+        meta["characters"] = onnx_characters(onnx_path, props) or []
     inputs = probe_inputs(task, export_cfg or ExportConfig(), meta)
     with atomic_path(out) as tmp:
         convert_onnx_to_mnn(onnx_path, tmp, fp16=cfg.fp16)

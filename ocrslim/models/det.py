@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from ocrslim.models import backbones as _backbones  # noqa: F401  (registers components)
 from ocrslim.models import heads as _heads  # noqa: F401
 from ocrslim.models import necks as _necks  # noqa: F401
-from ocrslim.models.layers import build_component, component_spec
+from ocrslim.models.layers import ComponentModel, chain
 
 __all__ = ["DBNet", "build_dbnet"]
 
 
-class DBNet(nn.Module):
+class DBNet(ComponentModel):
     """Differentiable-binarisation text detector.
 
     Args:
@@ -28,24 +27,8 @@ class DBNet(nn.Module):
     threshold branch and the model is in training mode.
     """
 
-    def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.neck = neck
-        self.head = head
-        self.init_kwargs: dict[str, Any] = {
-            "backbone": component_spec(backbone),
-            "neck": component_spec(neck),
-            "head": component_spec(head),
-        }
-
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         return self.head(self.neck(self.backbone(x)))
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> DBNet:
-        """Rebuild an (unpruned) model from its ``init_kwargs``."""
-        return build_dbnet(cfg["backbone"], cfg["neck"], cfg["head"])
 
 
 def build_dbnet(backbone: dict[str, Any], neck: dict[str, Any], head: dict[str, Any]) -> DBNet:
@@ -61,7 +44,4 @@ def build_dbnet(backbone: dict[str, Any], neck: dict[str, Any], head: dict[str, 
     >>> m(torch.zeros(1, 3, 64, 64)).shape
     torch.Size([1, 1, 64, 64])
     """
-    bb = build_component(backbone)
-    nk = build_component(neck, in_channels=bb.out_channels)
-    hd = build_component(head, in_channels=nk.out_channels)
-    return DBNet(bb, nk, hd)
+    return chain(DBNet, backbone, neck, head)

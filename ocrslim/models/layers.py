@@ -5,9 +5,10 @@ layers so that torch-pruning can trace and shrink it, and every forward is free 
 control flow on tensor values so that ``torch.onnx.export(dynamo=False)`` records a static graph
 with dynamic sizes.
 
-Components (backbones, necks, heads) register themselves with :func:`register_component` and keep
-their constructor arguments in ``self.init_kwargs``; :func:`component_spec` and
-:func:`build_component` turn a component into a ``{"name": ..., **kwargs}`` dict and back.
+Components (backbones, necks, heads) register themselves in :mod:`ocrslim.models.registry` with
+:func:`register_component` and keep their constructor arguments in ``self.init_kwargs``;
+:func:`component_spec` and :func:`build_component` turn a component into a ``{"name": ..., **kwargs}``
+dict and back.
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from ocrslim.errors import ConfigError
+from ocrslim.core.errors import ArtifactError, ConfigError
+from ocrslim.models.registry import Entry, lookup, register
 
 __all__ = [
-    "COMPONENTS",
     "Act",
     "ConvBNAct",
     "LearnableAffineBlock",
     "LearnableRepLayer",
     "HardSigmoid",
     "SELayer",
+    "ComponentModel",
     "build_component",
+    "chain",
     "component_spec",
     "make_divisible",
     "register_component",
@@ -36,13 +39,9 @@ __all__ = [
 
 T = TypeVar("T", bound=type[nn.Module])
 
-#: name → class of every registered backbone/neck/head.
-COMPONENTS: dict[str, type[nn.Module]] = {}
-
-
 def register_component(cls: T) -> T:
     """Class decorator: make ``cls`` buildable by name through :func:`build_component`."""
-    COMPONENTS[cls.__name__] = cls
+    register(Entry(cls.__name__, "component", factory=cls))
     return cls
 
 
@@ -59,13 +58,47 @@ def build_component(spec: dict[str, Any], **overrides: Any) -> nn.Module:
     """
     kwargs = dict(spec)
     name = kwargs.pop("name", None)
-    if name not in COMPONENTS:
-        raise ConfigError(
-            f"model component {name!r} is not registered (known: {', '.join(sorted(COMPONENTS))}). "
-            "Fix the component name in the model config."
-        )
+    try:
+        cls = lookup(str(name), "component", what="model component")
+    except ArtifactError as exc:
+        raise ConfigError(f"{exc} Fix the component name in the model config.") from None
     kwargs.update(overrides)
-    return COMPONENTS[name](**kwargs)
+    return cls.factory(**kwargs)
+
+
+class ComponentModel(nn.Module):
+    """A model chained from a registered backbone, neck and head; ``init_kwargs`` holds their specs.
+
+    :class:`~ocrslim.models.det.DBNet` and :class:`~ocrslim.models.rec.CTCRecognizer` are this with their own
+    forward; :func:`chain` builds either from component specs.
+    """
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+        self.init_kwargs: dict[str, Any] = {
+            "backbone": component_spec(backbone),
+            "neck": component_spec(neck),
+            "head": component_spec(head),
+        }
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> Any:
+        """Rebuild an (unpruned) model from its ``init_kwargs``."""
+        return chain(cls, cfg["backbone"], cfg["neck"], cfg["head"])
+
+
+M = TypeVar("M", bound=ComponentModel)
+
+
+def chain(cls: type[M], backbone: dict[str, Any], neck: dict[str, Any], head: dict[str, Any]) -> M:
+    """Build ``cls`` from component specs, each component's ``out_channels`` the next one's ``in_channels``."""
+    bb = build_component(backbone)
+    nk = build_component(neck, in_channels=bb.out_channels)
+    hd = build_component(head, in_channels=nk.out_channels)
+    return cls(bb, nk, hd)
 
 
 def make_divisible(v: float, divisor: int = 16, min_value: int | None = None) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ocrslim.errors import ConfigError
+from ocrslim.core.errors import ConfigError
 from ocrslim.models.layers import ConvBNAct, SELayer, make_divisible, register_component
 
 __all__ = ["MBV3_SMALL_CONFIG", "InvertedResidual", "MobileNetV3Small"]

@@ -23,11 +23,12 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 from torch import nn
 
-from ocrslim.errors import ArtifactError, ConfigError
+from ocrslim.core.artifacts import onnx_characters
+from ocrslim.core.errors import ArtifactError, ConfigError
 from ocrslim.models.det import DBNet, build_dbnet
 from ocrslim.models.layers import LearnableAffineBlock
 from ocrslim.models.rec import CTCRecognizer, build_ctc_recognizer
-from ocrslim.zoo import onnx_characters, zoo_onnx_path
+from ocrslim.models.registry import teacher_onnx_path as _registered_onnx
 
 __all__ = ["PPOCRV4_DET", "PPOCRV4_REC", "load_ppocrv4", "onnx_charset", "teacher_onnx_path"]
 
@@ -82,7 +83,7 @@ def teacher_onnx_path(task: str) -> Path:
     'ch_PP-OCRv4_rec_infer.onnx'
     """
     _check_task(task)
-    return zoo_onnx_path(f"ppocrv4_mobile_{task}")
+    return _registered_onnx(f"ppocrv4_mobile_{task}")
 
 
 def _load_onnx(onnx_path: str | Path) -> onnx.ModelProto:

@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from ocrslim.models import backbones as _backbones  # noqa: F401  (registers components)
 from ocrslim.models import heads as _heads  # noqa: F401
 from ocrslim.models import necks as _necks  # noqa: F401
-from ocrslim.models.layers import build_component, component_spec
+from ocrslim.models.layers import ComponentModel, chain
 
 __all__ = ["CTCRecognizer", "build_ctc_recognizer"]
 
 
-class CTCRecognizer(nn.Module):
+class CTCRecognizer(ComponentModel):
     """CTC recogniser for N×3×48×W crops (W a multiple of 8).
 
     Args:
@@ -26,17 +25,6 @@ class CTCRecognizer(nn.Module):
     Returns (forward): N×T×C softmax probabilities (T = W/8, class 0 = CTC blank), exactly like the
     PP-OCR ONNX; the pre-softmax logits with ``return_logits=True`` (for CTC / KD losses).
     """
-
-    def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.neck = neck
-        self.head = head
-        self.init_kwargs: dict[str, Any] = {
-            "backbone": component_spec(backbone),
-            "neck": component_spec(neck),
-            "head": component_spec(head),
-        }
 
     @property
     def num_classes(self) -> int:
@@ -51,11 +39,6 @@ class CTCRecognizer(nn.Module):
             return logits
         return torch.softmax(logits, dim=2)
 
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> CTCRecognizer:
-        """Rebuild an (unpruned) model from its ``init_kwargs``."""
-        return build_ctc_recognizer(cfg["backbone"], cfg["neck"], cfg["head"])
-
 
 def build_ctc_recognizer(backbone: dict[str, Any], neck: dict[str, Any], head: dict[str, Any]) -> CTCRecognizer:
     """Build a CTC recogniser from component specs, chaining ``out_channels`` into ``in_channels``.
@@ -67,7 +50,4 @@ def build_ctc_recognizer(backbone: dict[str, Any], neck: dict[str, Any], head: d
     >>> m(torch.zeros(1, 3, 48, 64)).shape
     torch.Size([1, 8, 4])
     """
-    bb = build_component(backbone)
-    nk = build_component(neck, in_channels=bb.out_channels)
-    hd = build_component(head, in_channels=nk.out_channels)
-    return CTCRecognizer(bb, nk, hd)
+    return chain(CTCRecognizer, backbone, neck, head)

@@ -16,35 +16,18 @@ torch.Size([1, 8, 37])
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch  # noqa: F401  (doctests)
 from torch import nn
 
-from ocrslim.errors import ConfigError
+from ocrslim.core.errors import ArtifactError, ConfigError
 from ocrslim.models.det import build_dbnet
 from ocrslim.models.mobilenetv3 import MobileNetV3Small  # noqa: F401  (registers the component)
 from ocrslim.models.rec import build_ctc_recognizer
+from ocrslim.models.registry import lookup
 from ocrslim.models.vit import Im2Seq, ViTRec  # noqa: F401  (registers the components)
 
-__all__ = ["DEFAULT_SEED", "SEED_STUDENTS", "build_seed_student"]
-
-#: name → ``{"task", "backbone", "neck", "head"}`` component specs (``in_channels`` are chained by the builders;
-#: the rec head's ``num_classes`` is given to :func:`build_seed_student`).
-SEED_STUDENTS: dict[str, dict[str, Any]] = {
-    "mobilenetv3_small_fpn": {
-        "task": "det",
-        "backbone": {"name": "MobileNetV3Small", "scale": 1.0, "det": True},
-        "neck": {"name": "RSEFPN", "out_channels": 96, "shortcut": True},
-        "head": {"name": "DBHead", "with_threshold": False, "k": 50.0},
-    },
-    "vit_6x192": {
-        "task": "rec",
-        "backbone": {"name": "ViTRec", "embed_dim": 192, "depth": 6, "num_heads": 6, "mlp_ratio": 2.0},
-        "neck": {"name": "Im2Seq"},
-        "head": {"name": "CTCHead"},
-    },
-}
+__all__ = ["DEFAULT_SEED", "build_seed_student"]
 
 #: The seed student built for each task when no name is given.
 DEFAULT_SEED: dict[str, str] = {"det": "mobilenetv3_small_fpn", "rec": "vit_6x192"}
@@ -58,8 +41,8 @@ def build_seed_student(
     Args:
         task: "det" or "rec".
         num_classes: rec only (required): CTC classes, ``len(characters) + 2`` (blank first, space last:
-            ``ocrslim.postprocess.ctc_charset``); ignored for det.
-        name: a key of :data:`SEED_STUDENTS` for ``task``; default :data:`DEFAULT_SEED` ``[task]``.
+            ``ocrslim.infer.postprocess.ctc_charset``); ignored for det.
+        name: a ``student`` of ``task`` in :mod:`ocrslim.models.registry`; default :data:`DEFAULT_SEED` ``[task]``.
         with_threshold: det only: add the DB threshold branch now (needed by the DB loss). Leave it off
             to prune first (``prune_model`` refuses a det model that has one), then call
             ``model.head.enable_threshold()``.
@@ -76,18 +59,11 @@ def build_seed_student(
     if task not in DEFAULT_SEED:
         raise ConfigError(f"build_seed_student: task {task!r} is unknown (known: det, rec). Pass 'det' or 'rec'.")
     name = DEFAULT_SEED[task] if name is None else name
-    same_task = sorted(n for n, s in SEED_STUDENTS.items() if s["task"] == task)
-    if name not in SEED_STUDENTS:
-        raise ConfigError(
-            f"build_seed_student: name {name!r} is unknown (known {task} seeds: {', '.join(same_task)}). "
-            "Pick one of them."
-        )
-    spec = copy.deepcopy(SEED_STUDENTS[name])
-    if spec["task"] != task:
-        raise ConfigError(
-            f"build_seed_student: name {name!r} is a {spec['task']} model, not {task} "
-            f"(known {task} seeds: {', '.join(same_task)}). Pick a {task} seed or pass task={spec['task']!r}."
-        )
+    try:
+        entry = lookup(name, "student", task, what="build_seed_student")
+    except ArtifactError as exc:
+        raise ConfigError(str(exc)) from None
+    spec = copy.deepcopy(entry.spec or {})
     if task == "det":
         head = {**spec["head"], "with_threshold": with_threshold}
         return build_dbnet(spec["backbone"], spec["neck"], head)

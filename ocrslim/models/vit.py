@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ocrslim.errors import ConfigError
+from ocrslim.core.errors import ConfigError
 from ocrslim.models.layers import ConvBNAct, register_component
 from ocrslim.models.necks import SVTRBlock
 

@@ -1,0 +1,640 @@
+"""Typed configuration: one frozen dataclass per ``params.yaml`` section, and ``load_section``.
+
+Defaults live only in the dataclasses. Hydra composes ``params.yaml`` from them: :func:`register_schemas`
+stores every section's defaults in Hydra's ConfigStore (``hydra_plugins/ocrslim_schema`` calls it when DVC
+or :mod:`ocrslim.compose` composes), and ``conf/`` holds only what differs (the teacher and student choices,
+the tiny profile). ``load_section`` converts YAML values to the field types, rejects unknown keys
+(suggesting the closest match) and lets ``__post_init__`` check ranges, so a typo fails with one line
+naming the key instead of being silently ignored. (Typed validation stays here rather than in OmegaConf:
+OmegaConf cannot type nested tuples such as ``export.det_shapes``.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from ocrslim.core.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _check(cond: bool, key: str, problem: str) -> None:
+    if not cond:
+        raise ConfigError(
+            f"params.yaml: {key} {problem}. Fix it in conf/ or with dvc exp run -S {key}=..., then re-run."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# OCR pipeline settings (shared by every runner and carried in model metadata / bundle manifest)
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class DetConfig:
+    """Text detection pre/post-processing (PP-OCR / DBNet conventions).
+
+    Images are BGR uint8 (OpenCV order, as PP-OCR models were trained on).
+    """
+
+    limit_side_len: int = 736  # resize target for the side chosen by limit_type
+    limit_type: str = "min"  # "min": short side scaled up to limit; "max": long side scaled down to limit
+    max_side_len: int = 2000  # larger images are first downscaled to this long side (det and crops)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    thresh: float = 0.3  # probability map binarisation threshold
+    box_thresh: float = 0.5  # minimum mean probability inside a box
+    unclip_ratio: float = 1.6  # DB box expansion (distance = area * ratio / perimeter)
+    max_candidates: int = 1000
+    min_size: int = 3  # minimum short side of a box, in map pixels
+    use_dilation: bool = True  # 2x2 dilation of the binary map before contours
+
+    def __post_init__(self) -> None:
+        _check(self.limit_type in ("min", "max"), "det.limit_type", f"is {self.limit_type!r}, must be 'min' or 'max'")
+        _check(32 <= self.limit_side_len <= 8192, "det.limit_side_len", f"is {self.limit_side_len}, must be 32..8192")
+        _check(32 <= self.max_side_len <= 8192, "det.max_side_len", f"is {self.max_side_len}, must be 32..8192")
+        _check(len(self.mean) == 3 and len(self.std) == 3, "det.mean/std", "must have 3 values")
+        _check(all(s > 0 for s in self.std), "det.std", "values must be > 0")
+        _check(0.0 < self.thresh < 1.0, "det.thresh", f"is {self.thresh}, must be in (0, 1)")
+        _check(0.0 <= self.box_thresh < 1.0, "det.box_thresh", f"is {self.box_thresh}, must be in [0, 1)")
+        _check(self.unclip_ratio > 0, "det.unclip_ratio", "must be > 0")
+        _check(self.max_candidates > 0, "det.max_candidates", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecConfig:
+    """Text-line recognition pre/post-processing (PP-OCR CTC conventions)."""
+
+    height: int = 48  # input height of the recogniser
+    min_side: int = 30  # crops with a shorter side are first scaled up to it, sides rounded to 32 (RapidOCR)
+    min_width: int = 320  # crops are padded (right, zeros) to at least this width
+    max_width: int = 2304  # wider lines are squeezed to this width
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    batch_size: int = 6  # crops per forward, sorted by aspect ratio, padded to the widest
+    drop_score: float = 0.5  # end-to-end: lines whose mean CTC confidence is below are dropped
+
+    def __post_init__(self) -> None:
+        _check(8 <= self.height <= 256 and self.height % 8 == 0, "rec.height", "must be a multiple of 8 in 8..256")
+        _check(self.min_width % 8 == 0 and self.min_width >= 8, "rec.min_width", "must be a multiple of 8, >= 8")
+        _check(self.max_width >= self.min_width, "rec.max_width", "must be >= rec.min_width")
+        _check(self.min_side >= 0, "rec.min_side", "must be >= 0 (0 disables)")
+        _check(all(s > 0 for s in self.std), "rec.std", "values must be > 0")
+        _check(self.batch_size >= 1, "rec.batch_size", "must be >= 1")
+        _check(0.0 <= self.drop_score < 1.0, "rec.drop_score", "must be in [0, 1)")
+
+
+# --------------------------------------------------------------------------------------------
+# Stage configs
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+    """Which teacher enters the pipeline: zoo names, or ``onnx:<path>`` (+ ``dict`` for rec)."""
+
+    det: str = "ppocrv4_mobile_det"
+    rec: str = "ppocrv4_mobile_rec"
+    dict: str | None = None  # character list (one per line) for an ``onnx:`` recogniser without metadata
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """torch → ONNX export and its parity gate."""
+
+    opset: int = 17
+    simplify: bool = True
+    det_shapes: tuple[tuple[int, int], ...] = ((320, 320), (416, 256))  # (H, W) probes for the gate
+    rec_widths: tuple[int, ...] = (320, 160)
+    det_tol: float = 1e-3
+    rec_tol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _check(11 <= self.opset <= 21, "export.opset", f"is {self.opset}, must be 11..21")
+        _check(len(self.det_shapes) >= 2, "export.det_shapes", "needs at least 2 shapes")
+        _check(len(self.rec_widths) >= 2, "export.rec_widths", "needs at least 2 widths")
+        for h, w in self.det_shapes:
+            _check(h % 32 == 0 and w % 32 == 0 and h > 0 and w > 0, "export.det_shapes", "must be multiples of 32")
+        for w in self.rec_widths:
+            _check(w % 8 == 0 and w > 0, "export.rec_widths", "must be multiples of 8")
+        _check(self.det_tol > 0 and self.rec_tol > 0, "export.det_tol/rec_tol", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    """ONNX → MNN conversion and its parity gate (vs ONNX Runtime)."""
+
+    fp16: bool = False
+    det_tol: float = 5e-3  # MNN's FP32 CPU kernels differ slightly from ORT on det (PROBE: 3e-3)
+    rec_tol: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check(self.det_tol > 0 and self.rec_tol > 0, "convert.det_tol/rec_tol", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation data (read by path, never copied) and limits."""
+
+    # the real dev sets beside the repo (read by path, never copied) and the data stage's synthetic test split
+    det_data: tuple[str, ...] = ("../shared/data/sroie_dev", "data/synth/det/test")
+    rec_data: tuple[str, ...] = ("../shared/data/sroie_dev", "../shared/data/ic15_words_dev", "data/synth/rec/test")
+    limit: int | None = None  # first N samples of each set (tiny profile)
+    # The pruned-before-KD baseline reads (almost) nothing; its first N samples per set measure that
+    # at a fraction of the cost. null = as `limit`.
+    pruned_limit: int | None = 50
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self.limit is None or self.limit >= 1, "eval.limit", "must be >= 1 or null")
+        _check(self.pruned_limit is None or self.pruned_limit >= 1, "eval.pruned_limit", "must be >= 1 or null")
+        _check(self.threads >= 1, "eval.threads", "must be >= 1")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated field type (tuples, optionals, paths, numbers)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _convert(value, non_none[0], key)
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            value = [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], key) for v in value)
+        if len(args) != len(value):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}. Fix it in conf/.")
+        return tuple(_convert(v, a, key) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}. Fix it in conf/.")
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}. Fix it in conf/.")
+        try:
+            num = float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value!r}. Fix it in conf/.") from None
+        if tp is int:
+            if num != int(num):
+                raise ConfigError(f"{key}: expected an integer, got {value!r}. Fix it in conf/.")
+            return int(num)
+        return num
+    if tp is str:
+        if value is None or isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}. Fix it in conf/.")
+        return str(value)
+    if tp is Path:
+        return Path(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, section: str) -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys with a suggestion."""
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields and f"{section}.{key}" in RENAMED:
+            raise ConfigError(f"params.yaml: {section}.{key} was renamed to {RENAMED[f'{section}.{key}']}. Use the "
+                              "new name in conf/ or dvc exp run -S, then re-run.")
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"params.yaml: {section}.{key} is not a {cls.__name__} field{hint}. "
+                f"Fix conf/, then dvc exp run (valid keys: {', '.join(fields)})."
+            )
+        kwargs[key] = _convert(value, hints[key], f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read the composed params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found. Run from the repo root, or compose it with dvc exp run.")
+    with path.open(encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections. Recompose it from conf/.")
+    return data
+
+
+def load_section(params: dict[str, Any] | str | Path, section: str, cls: type[T]) -> T:
+    """Load one section of ``params.yaml`` into its dataclass.
+
+    >>> load_section({"det": {"thresh": 0.4}}, "det", DetConfig).thresh
+    0.4
+    """
+    if not isinstance(params, dict):
+        params = load_params(params)
+    return from_dict(cls, params.get(section), section)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Dataclass → plain JSON-able dict (tuples become lists)."""
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [fix(x) for x in v]
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    return {k: fix(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Data and calibration (issue 3)
+# --------------------------------------------------------------------------------------------
+_SYSTEM_FONTS = ("/usr/share/fonts/**/*.ttf", "/usr/share/fonts/**/*.ttc", "/usr/share/fonts/**/*.otf")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Synthetic Chinese/English OCR data (``data`` stage) and the real training sets added by path."""
+
+    out: str = "data/synth"
+    seed: int = 0  # sample i of a split uses seed (seed, task, split, i): identical output for any worker count
+    workers: int = 2
+    dictionary: str = "ppocrv4_mobile_rec"  # zoo rec model (its ONNX charset) or a dict file, one char per line
+    fonts: tuple[str, ...] = _SYSTEM_FONTS  # globs or files; "default" = Pillow's bundled Latin font
+    font_exclude: tuple[str, ...] = ("*Math*",)  # file-name globs left out (symbol fonts)
+    det_train: int = 1000  # pages per split
+    det_val: int = 100
+    det_test: int = 100
+    rec_train: int = 20000  # line crops per split
+    rec_val: int = 1000
+    rec_test: int = 1000
+    page_size: tuple[int, int] = (640, 1280)  # range of a page's long side, px; short = long / U(1, 1.5)
+    lines_per_page: tuple[int, int] = (3, 12)
+    # fraction of det pages rendered as printed documents (receipts/forms: dense rows on paper, item +
+    # amount pairs, table cells) instead of scattered scene lines; the rest keep their bytes
+    doc_ratio: float = 0.4
+    line_height: tuple[int, int] = (16, 48)  # font size range, px
+    max_angle: float = 5.0  # det: line rotation, degrees
+    rec_max_angle: float = 2.0  # rec: crop rotation, degrees
+    cjk_ratio: float = 0.5  # fraction of lines in Chinese; the rest: English, numbers, dates, prices, mixed
+    max_chars: int = 25  # characters per line
+    jpeg_quality: tuple[int, int] = (40, 95)  # images are saved as JPEG at a quality drawn from this range
+    aug: float = 1.0  # augmentation strength (0 = clean renders)
+
+    def __post_init__(self) -> None:
+        _check(self.workers >= 1, "data.workers", "must be >= 1")
+        counts = (self.det_train, self.det_val, self.det_test, self.rec_train, self.rec_val, self.rec_test)
+        _check(all(c >= 0 for c in counts), "data.det_*/rec_*", "counts must be >= 0")
+        _check(64 <= self.page_size[0] <= self.page_size[1] <= 4096, "data.page_size", "must be [min, max] in 64..4096")
+        _check(1 <= self.lines_per_page[0] <= self.lines_per_page[1], "data.lines_per_page", "must be [min, max] >= 1")
+        lo, hi = self.line_height
+        _check(8 <= lo <= hi <= 256, "data.line_height", "must be [min, max] in 8..256")
+        _check(0 <= self.max_angle <= 45 and 0 <= self.rec_max_angle <= 45, "data.max_angle", "must be in 0..45")
+        _check(0.0 <= self.cjk_ratio <= 1.0, "data.cjk_ratio", "must be in [0, 1]")
+        _check(0.0 <= self.doc_ratio <= 1.0, "data.doc_ratio", "must be in [0, 1]")
+        _check(1 <= self.max_chars <= 200, "data.max_chars", "must be in 1..200")
+        q_lo, q_hi = self.jpeg_quality
+        _check(1 <= q_lo <= q_hi <= 100, "data.jpeg_quality", "must be [min, max] in 1..100")
+        _check(0.0 <= self.aug <= 2.0, "data.aug", "must be in [0, 2]")
+        _check(len(self.fonts) >= 1, "data.fonts", "needs at least one glob, file or 'default'")
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrateConfig:
+    """INT8 calibration images for MNN (``calibrate`` stage), stratified from the training pool."""
+
+    source: str | None = None  # your own folder (with det/ and rec/ inside) instead of the pools below
+    det_pool: tuple[str, ...] = ("data/synth/det/train",)
+    rec_pool: tuple[str, ...] = ("data/synth/rec/train",)
+    out: str = "calibration"
+    det_count: int = 32
+    rec_count: int = 128
+    det_size: int | None = None  # square det calibration side, px; None = det.limit_side_len
+    seed: int = 0
+    feature_quantize_method: str = "KL"  # MNN: KL | ADMM | EMA
+    weight_quantize_method: str = "MAX_ABS"  # MNN: MAX_ABS | ADMM
+
+    def __post_init__(self) -> None:
+        _check(self.det_count >= 1 and self.rec_count >= 1, "calibrate.det_count/rec_count", "must be >= 1")
+        _check(self.det_size is None or (self.det_size >= 32 and self.det_size % 32 == 0), "calibrate.det_size",
+               "must be a multiple of 32 (or null for det.limit_side_len)")
+        _check(self.feature_quantize_method in ("KL", "ADMM", "EMA"), "calibrate.feature_quantize_method",
+               f"is {self.feature_quantize_method!r}, must be KL, ADMM or EMA")
+        _check(self.weight_quantize_method in ("MAX_ABS", "ADMM"), "calibrate.weight_quantize_method",
+               f"is {self.weight_quantize_method!r}, must be MAX_ABS or ADMM")
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConfig:
+    """Validation splits of the user's training sets (``split`` stage, :mod:`ocrslim.data.splits`).
+
+    Training, the choice of defaults and the quantize gate read the ``train`` / ``val`` parts; the dev sets the
+    evaluate stage reports are never among them.
+    """
+
+    det_sets: tuple[str, ...] = ("../shared/data/sroie_train",)
+    rec_sets: tuple[str, ...] = ("../shared/data/sroie_train", "../shared/data/ic15_words_train")
+    val_fraction: float = 0.15  # share of groups (receipts; blocks of scene words) held out
+    group_block: int = 20  # samples numbered in sequence (word_1, word_2, ... of one scene) grouped in blocks
+    seed: int = 0
+    out: str = "data/splits"
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.val_fraction < 1.0, "split.val_fraction", f"is {self.val_fraction}, must be in (0, 1)")
+        _check(self.group_block >= 1, "split.group_block", "must be >= 1")
+        _check(bool(self.det_sets) or bool(self.rec_sets), "split.det_sets/rec_sets", "need at least one set")
+
+
+# --------------------------------------------------------------------------------------------
+# Compression (issue 4)
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class StudentConfig:
+    """Where each task's student starts (``prune`` stage; ``student`` config group).
+
+    ``pruned``: the teacher itself, pruned by ``prune.ratio`` (pretrained weights; recovers in tens of
+    CPU steps). Any other value names a seed architecture built from scratch
+    (:data:`ocrslim.models.seed.SEED_STUDENTS`: ``mobilenetv3_small_fpn`` for det, ``vit_6x192`` for
+    rec); those start untrained and need thousands of distill steps (a GPU).
+    """
+
+    det: str = "pruned"
+    rec: str = "pruned"
+
+    def __post_init__(self) -> None:
+        for task in ("det", "rec"):
+            name = getattr(self, task)
+            _check(isinstance(name, str) and bool(name), f"student.{task}",
+                   "must be 'pruned' or a seed architecture name")
+
+    def name(self, task: str) -> str:
+        """The student of ``task`` ("det" or "rec")."""
+        return self.det if task == "det" else self.rec
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneConfig:
+    """L1-norm structured channel pruning (``prune`` stage, torch-pruning DepGraph).
+
+    Ignored layers are module-path globs (``head.*``) and stay untouched: neither their output nor
+    their input channels are removed, so the head keeps its shapes and a pruned backbone never needs
+    a hand-edited head.
+    """
+
+    ratio: float = 0.2  # fraction of channels removed per group (uniform) or overall (global)
+    # rec's own ratio when set (null = `ratio`): the recogniser recovers far slower than the detector
+    # (its CTC head restarts from all-blank output), so it gets a gentler ratio within a CPU budget.
+    rec_ratio: float | None = 0.0
+    mode: str = "uniform"  # "uniform": the same ratio in every group; "global": rank all groups together
+    ignore_det: tuple[str, ...] = ("head.*",)
+    # rec: the SVTR transformer (attention heads must keep dividing the width, LayerNorm-tied residual
+    # stream) and the CTC head.
+    ignore_rec: tuple[str, ...] = ("neck.svtr_block.*", "neck.norm", "head.*")
+    round_to: int = 8  # keep widths SIMD-friendly (1 = no rounding)
+    # fold the mean activation of each removed channel into the next layer's bias (measured on rendered text)
+    compensate: bool = True
+    det_size: tuple[int, int] = (640, 640)  # (H, W) of the det input traced and used to count MACs
+    rec_width: int = 320  # width of the 48×W rec input traced and used to count MACs
+    # rec vocabulary pruning: keep only these characters' CTC classes (null = all; "ascii" = printable
+    # ASCII; or a dictionary file, one character per line). For deployments that read one script only.
+    charset: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.ratio <= 0.9, "prune.ratio", f"is {self.ratio}, must be in [0, 0.9]")
+        _check(self.charset is None or self.charset == "ascii" or Path(self.charset).is_file(), "prune.charset",
+               f"is {self.charset!r}: not 'ascii' nor a dictionary file (one character per line); null keeps all")
+        _check(self.rec_ratio is None or 0.0 <= self.rec_ratio <= 0.9, "prune.rec_ratio",
+               f"is {self.rec_ratio}, must be in [0, 0.9] or null")
+        _check(self.mode in ("uniform", "global"), "prune.mode", f"is {self.mode!r}, must be 'uniform' or 'global'")
+        _check(1 <= self.round_to <= 64, "prune.round_to", f"is {self.round_to}, must be in 1..64")
+        h, w = self.det_size
+        _check(h % 32 == 0 and w % 32 == 0 and h > 0 and w > 0, "prune.det_size", "must be multiples of 32")
+        _check(self.rec_width % 8 == 0 and self.rec_width > 0, "prune.rec_width", "must be a multiple of 8")
+
+    def ignore(self, task: str) -> tuple[str, ...]:
+        """The ignore patterns of ``task`` ("det" or "rec")."""
+        return self.ignore_det if task == "det" else self.ignore_rec
+
+    def task_ratio(self, task: str) -> float:
+        """The pruning ratio of ``task``: ``rec_ratio`` for rec when set, else ``ratio``."""
+        return self.rec_ratio if task == "rec" and self.rec_ratio is not None else self.ratio
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """Recovering a pruned student: KD from a frozen teacher plus ground truth (``distill`` stage).
+
+    The teacher runs forward only (ONNX Runtime for zoo names) on the same preprocessed batch as the
+    student. ``alpha = 0`` is plain ground-truth fine-tuning: no teacher is opened (users' own data).
+    Training is step-based; batch ``i`` depends only on ``(seed, i, rank)``, so a killed run that
+    resumes from ``<out>/ckpt/last.pt`` sees the same data as an uninterrupted one.
+    """
+
+    teacher_det: str | None = "ppocrv4_mobile_det"  # open_model spec (conf: ${teacher.det}); null only with alpha 0
+    teacher_rec: str | None = "ppocrv4_mobile_rec"
+    steps: int = 200  # optimizer steps (not epochs)
+    batch_size_det: int = 4  # per process (DDP: per rank)
+    batch_size_rec: int = 16
+    lr: float = 5e-4  # peak AdamW learning rate, after warm-up
+    weight_decay: float = 1e-2  # AdamW, matrices/convs only (not norms, biases, scalars)
+    warmup_steps: int = 20  # linear from 0 to lr
+    schedule: str = "cosine"  # "cosine" to 0 at `steps`; "step": lr × step_gamma every step_size steps
+    step_size: int = 100
+    step_gamma: float = 0.1
+    grad_clip: float = 5.0  # max gradient L2 norm; 0 disables
+    freeze_backbone_steps: int = 0  # staged fine-tuning: backbone (and its BatchNorm stats) frozen first
+    temperature: float = 1.0  # rec KD softening
+    alpha: float = 0.9  # KD weight: loss = alpha · KD + (1 − alpha) · ground truth; 0 = fine-tune only
+    det_kd: str = "bce"  # det KD on probability maps: "bce" (teacher map as soft labels) or "l2"
+    det_kd_weight: float = 5.0  # scales det KD to DB's own probability term (its alpha = 5)
+    det_size: int = 640  # square det training crop, px
+    # det crops: "inference" = pages resized as the detector's preprocessing does (× U(0.6, 1.2)) then
+    # cropped, so text has the size the deployed model sees; "page" = the long side to det_size × U(0.5, 1.5)
+    det_scale: str = "inference"
+    rec_width: int = 320  # rec training width: crops resized to 48 high, squeezed/padded to this (PP-OCR)
+    eval_every: int = 100  # steps between validations (and at the end); 0 = only at the end
+    ckpt_every: int = 25  # steps between checkpoints (and at the end)
+    seed: int = 0
+    device: str = "auto"  # "cpu" | "cuda" | "auto" (cuda when available)
+    threads: int = 2  # torch intra-op threads (CPU) and the teacher runtime's
+    cache_teacher: bool = False  # rec: keep teacher log-probs per sample in RAM (float16 T×Cs: 0.5 MB at 320 wide)
+    train_data_det: tuple[str, ...] = ("data/synth/det/train",)
+    train_data_rec: tuple[str, ...] = ("data/synth/rec/train",)
+    val_data_det: tuple[str, ...] = ("data/synth/det/val",)
+    val_data_rec: tuple[str, ...] = ("data/synth/rec/val",)
+    max_val: int | None = 50  # first N samples of each val set; null = all
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, "distill.steps", f"is {self.steps}, must be >= 1")
+        _check(self.batch_size_det >= 1 and self.batch_size_rec >= 1, "distill.batch_size_det/rec", "must be >= 1")
+        _check(0.0 < self.lr <= 1.0, "distill.lr", f"is {self.lr}, must be in (0, 1]")
+        _check(0.0 <= self.weight_decay < 1.0, "distill.weight_decay", f"is {self.weight_decay}, must be in [0, 1)")
+        _check(self.warmup_steps >= 0, "distill.warmup_steps", "must be >= 0")
+        _check(self.schedule in ("cosine", "step"), "distill.schedule",
+               f"is {self.schedule!r}, must be 'cosine' or 'step'")
+        _check(self.step_size >= 1, "distill.step_size", "must be >= 1")
+        _check(0.0 < self.step_gamma <= 1.0, "distill.step_gamma", f"is {self.step_gamma}, must be in (0, 1]")
+        _check(self.grad_clip >= 0, "distill.grad_clip", "must be >= 0 (0 disables)")
+        _check(self.freeze_backbone_steps >= 0, "distill.freeze_backbone_steps", "must be >= 0")
+        _check(self.temperature > 0, "distill.temperature", f"is {self.temperature}, must be > 0")
+        _check(0.0 <= self.alpha <= 1.0, "distill.alpha", f"is {self.alpha}, must be in [0, 1]")
+        _check(self.det_kd in ("bce", "l2"), "distill.det_kd", f"is {self.det_kd!r}, must be 'bce' or 'l2'")
+        _check(self.det_kd_weight > 0, "distill.det_kd_weight", "must be > 0")
+        _check(self.det_size >= 32 and self.det_size % 32 == 0, "distill.det_size", "must be a multiple of 32, >= 32")
+        _check(self.det_scale in ("inference", "page"), "distill.det_scale",
+               f"is {self.det_scale!r}, must be 'inference' or 'page'")
+        _check(self.rec_width >= 8 and self.rec_width % 8 == 0, "distill.rec_width", "must be a multiple of 8, >= 8")
+        _check(self.eval_every >= 0, "distill.eval_every", "must be >= 0 (0 = only at the end)")
+        _check(self.ckpt_every >= 1, "distill.ckpt_every", "must be >= 1")
+        _check(self.device in ("cpu", "cuda", "auto"), "distill.device",
+               f"is {self.device!r}, must be cpu, cuda or auto")
+        _check(self.threads >= 1, "distill.threads", "must be >= 1")
+        _check(self.max_val is None or self.max_val >= 1, "distill.max_val", "must be >= 1 or null")
+        for task in ("det", "rec"):
+            _check(self.alpha == 0 or bool(self.teacher(task)), f"distill.teacher_{task}",
+                   "is empty while alpha > 0; name a teacher, or set distill.alpha 0 to fine-tune on labels only")
+            _check(len(self.train_data(task)) >= 1, f"distill.train_data_{task}", "needs at least one set")
+
+    def teacher(self, task: str) -> str | None:
+        """The teacher spec of ``task`` ("det" or "rec"); ``None`` when fine-tuning (alpha 0)."""
+        return (self.teacher_det if task == "det" else self.teacher_rec) if self.alpha > 0 else None
+
+    def batch_size(self, task: str) -> int:
+        return self.batch_size_det if task == "det" else self.batch_size_rec
+
+    def train_data(self, task: str) -> tuple[str, ...]:
+        return self.train_data_det if task == "det" else self.train_data_rec
+
+    def val_data(self, task: str) -> tuple[str, ...]:
+        return self.val_data_det if task == "det" else self.val_data_rec
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """Host-CPU measurement of every model variant the DAG built (size, latency, peak memory)."""
+
+    runs: int = 20  # timed calls per variant after warm-up
+    warmup: int = 3
+    threads: int = 2
+    det_shape: tuple[int, int] = (736, 736)  # H, W of the det input
+    rec_batch: int = 6  # a PP-OCR rec batch
+    rec_width: int = 320
+    rss: bool = True  # measure peak RSS in a fresh process per variant
+
+    def __post_init__(self) -> None:
+        _check(self.runs >= 1 and self.warmup >= 0, "bench.runs/warmup", "must be >= 1 / >= 0")
+        _check(self.threads >= 1, "bench.threads", "must be >= 1")
+        _check(all(v % 32 == 0 and v > 0 for v in self.det_shape), "bench.det_shape", "must be multiples of 32")
+        _check(self.rec_batch >= 1 and self.rec_width % 8 == 0, "bench.rec_batch/rec_width", "must be >= 1 / /8")
+
+
+# --------------------------------------------------------------------------------------------
+# Accuracy-aware MNN quantization
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class QuantizeConfig:
+    """MNN INT8 quantization gated on accuracy, with layer repair and fallbacks (``quantize`` stage).
+
+    Full INT8 is tried first; a candidate passes when its metric on every gate set is at most
+    ``max_drop`` points below the MNN FP32 model's. A failing KL/ADMM candidate is repaired by
+    keeping its most sensitive layer groups float; then the ``fallbacks`` are tried in order.
+    """
+
+    method_det: str = "KL"  # mnnquant feature method: KL | EMA | ADMM (EMA ignores skip lists: no repair)
+    method_rec: str = "EMA"  # v4 rec: KL output is blank (errors everywhere), EMA only loses real-text accuracy
+    gate_det: tuple[str, ...] = ("../shared/data/sroie_dev", "data/synth/det/val")
+    gate_rec: tuple[str, ...] = ("../shared/data/ic15_words_dev", "../shared/data/sroie_dev", "data/synth/rec/val")
+    # first N pages of each det gate set: 60 = all of SROIE dev (a 20-page gate passed a det INT8 at -0.8
+    # points that measured -1.6 on all 60 pages)
+    limit_det: int = 60
+    limit_rec: int = 1000  # first N crops of each rec gate set
+    rec_metric: str = "accuracy"  # accuracy (exact) | accuracy_ci_alnum | one_minus_ned
+    max_drop: float = 1.0  # points (100 x metric) a candidate may lose against MNN FP32 on any gate set
+    max_repairs: int = 2  # re-quantizations with more layer groups kept float
+    repair_groups: int = 4  # layer groups kept float per repair (most error per MB first)
+    group_depth: int = 3  # op-name path components that make a layer group (/backbone/blocks2/blocks2.0)
+    keep_float_det: tuple[str, ...] = ()  # op-name globs kept float from the start
+    keep_float_rec: tuple[str, ...] = ()
+    sensitivity_images: int = 2  # gate inputs (det pages / rec batches) the per-layer error is measured on
+    screen_error: float = 0.5  # output rel. error vs FP32 above which a candidate skips the gate (broken)
+    calib_images: int | None = 16  # calibration images mnnquant uses (at most the quant JSON's); null = all
+    fallbacks: tuple[str, ...] = ("int8-weights", "fp16", "fp32")  # tried in order when INT8 fails
+    # false: skip full INT8 and start at the fallbacks, for CPUs whose MNN int8 kernels are slower than
+    # float (on this x86 host the full-INT8 det runs 3.7x slower than FP32; ARM phones with int8 dot
+    # products are the case full INT8 is for)
+    full_int8: bool = True
+    threads: int = 2  # MNN runtime threads for gate and sensitivity runs
+
+    def __post_init__(self) -> None:
+        for task in ("det", "rec"):
+            _check(self.method(task) in ("KL", "EMA", "ADMM"), f"quantize.method_{task}",
+                   f"is {self.method(task)!r}, must be KL, EMA or ADMM")
+            _check(len(self.gate(task)) >= 1, f"quantize.gate_{task}", "needs at least one gate set")
+            _check(self.limit(task) >= 1, f"quantize.limit_{task}", "must be >= 1")
+        _check(self.rec_metric in ("accuracy", "accuracy_ci_alnum", "one_minus_ned"), "quantize.rec_metric",
+               f"is {self.rec_metric!r}, must be accuracy, accuracy_ci_alnum or one_minus_ned")
+        _check(0.0 <= self.max_drop <= 100.0, "quantize.max_drop", f"is {self.max_drop}, must be in 0..100 points")
+        _check(self.max_repairs >= 0, "quantize.max_repairs", "must be >= 0")
+        _check(self.repair_groups >= 1, "quantize.repair_groups", "must be >= 1")
+        _check(1 <= self.group_depth <= 8, "quantize.group_depth", "must be in 1..8")
+        _check(self.sensitivity_images >= 1, "quantize.sensitivity_images", "must be >= 1")
+        _check(self.screen_error > 0, "quantize.screen_error", "must be > 0")
+        _check(self.calib_images is None or self.calib_images >= 1, "quantize.calib_images", "must be >= 1 or null")
+        bad = [f for f in self.fallbacks if f not in ("int8-weights", "fp16", "fp32")]
+        _check(not bad, "quantize.fallbacks", f"has {bad}, allowed: int8-weights, fp16, fp32")
+        _check(len(set(self.fallbacks)) == len(self.fallbacks), "quantize.fallbacks", "has duplicates")
+        _check(self.threads >= 1, "quantize.threads", "must be >= 1")
+
+    def method(self, task: str) -> str:
+        """The mnnquant feature method of ``task`` ("det" or "rec")."""
+        return self.method_det if task == "det" else self.method_rec
+
+    def gate(self, task: str) -> tuple[str, ...]:
+        return self.gate_det if task == "det" else self.gate_rec
+
+    def limit(self, task: str) -> int:
+        return self.limit_det if task == "det" else self.limit_rec
+
+    def keep_float(self, task: str) -> tuple[str, ...]:
+        return self.keep_float_det if task == "det" else self.keep_float_rec
+
+
+# --------------------------------------------------------------------------------------------
+# The schema Hydra composes params.yaml from
+# --------------------------------------------------------------------------------------------
+#: params.yaml section → its dataclass, in the order params.yaml lists them.
+SECTIONS: dict[str, type] = {
+    "teacher": TeacherConfig, "det": DetConfig, "rec": RecConfig, "export": ExportConfig, "convert": ConvertConfig,
+    "eval": EvalConfig, "data": DataConfig, "split": SplitConfig, "calibrate": CalibrateConfig, "prune": PruneConfig,
+    "distill": DistillConfig, "student": StudentConfig, "quantize": QuantizeConfig, "bench": BenchConfig,
+}
+
+SCHEMA_NAME = "ocrslim_schema"
+
+#: Keys renamed since an earlier version: old ``section.key`` → new ``section.key`` (a one-line error names it).
+RENAMED: dict[str, str] = {
+    "data.extra_train": "split.det_sets / split.rec_sets (the split stage validates the real training sets)",
+}
+
+
+def schema_defaults() -> dict[str, dict[str, Any]]:
+    """Every section's defaults as plain YAML values: what ``params.yaml`` holds before ``conf/`` overrides."""
+    return {name: to_dict(cls()) for name, cls in SECTIONS.items()}
+
+
+def register_schemas() -> None:
+    """Store :func:`schema_defaults` in Hydra's ConfigStore as ``ocrslim_schema`` (first in conf/config.yaml's
+    defaults list), so composition starts from the dataclass defaults."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=schema_defaults())

@@ -1,0 +1,2 @@
+"""Measuring: OCR metrics, the one scoring path (evaluate stage, quantize gate, distillation validation),
+benchmarks, the summary report and experiment selection."""

@@ -1,0 +1,149 @@
+"""Evaluate an OCR pipeline on detection and recognition sets.
+
+The result of one evaluation has the shape (fractions in 0..1; sections present for the data
+given)::
+
+    {"det": {"precision", "recall", "hmean", "images"},
+     "rec": {"accuracy", "accuracy_ci_alnum", "one_minus_ned", "cer", "samples"},
+     "e2e": {"f1", "precision", "recall"}}
+
+Unreadable images are reported one line each on stderr, skipped, and counted (``skipped``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from ocrslim.data.datasets import DetSample, RecSample, load_det_dataset, load_rec_dataset, read_sample_image
+from ocrslim.eval.metrics import DetMetric, E2EMetric, RecMetric
+from ocrslim.infer.pipeline import OCR
+
+Warn = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def score_det(
+    ocr: OCR, samples: Sequence[DetSample], progress: bool = False, warn: Warn = _stderr, desc: str = "det"
+) -> dict[str, Any]:
+    """Detection P/R/hmean (ICDAR 2015) and, with a recogniser, end-to-end F1 on det samples.
+
+    The one scoring path: the evaluate stage, the quantize gate and distillation's validation all call it.
+    """
+    det, e2e = DetMetric(), E2EMetric()
+    skipped = 0
+    drop = ocr.rec.rec_cfg.drop_score if ocr.rec is not None else 0.0
+    for s in tqdm(samples, desc=desc, disable=not progress, file=sys.stderr):
+        img = read_sample_image(s)
+        if img is None:
+            warn(f"{s.image}: unreadable image, skipped.")
+            skipped += 1
+            continue
+        boxes, scores = ocr.detect(img)
+        det.update(s.polys, s.ignore, boxes)
+        if ocr.rec is not None:
+            lines = [ln for ln in ocr.read_boxes(img, boxes, scores) if ln.score >= drop and ln.text.strip()]
+            e2e.update(s.polys, s.texts, s.ignore, [ln.box for ln in lines], [ln.text for ln in lines])
+    out: dict[str, Any] = {"det": det.summary()}
+    if ocr.rec is not None:
+        out["e2e"] = e2e.summary()
+    if skipped:
+        out["skipped"] = skipped
+    return out
+
+
+def score_rec(
+    ocr: OCR, samples: Sequence[RecSample], progress: bool = False, warn: Warn = _stderr, desc: str = "rec"
+) -> dict[str, Any]:
+    """Word/line accuracy, 1−NED and CER on rec samples (crops with labels), batched as the pipeline batches."""
+    metric = RecMetric()
+    skipped = 0
+    chunk = 64  # read a few crops at a time so batches can be formed by aspect ratio
+    bar = tqdm(total=len(samples), desc=desc, disable=not progress, file=sys.stderr)
+    for start in range(0, len(samples), chunk):
+        crops, labels = [], []
+        for s in samples[start : start + chunk]:
+            img = read_sample_image(s)
+            if img is None:
+                warn(f"{s.image}: unreadable image, skipped.")
+                skipped += 1
+                continue
+            crops.append(img)
+            labels.append(s.text)
+        for (text, _), gt in zip(ocr.recognize(crops) if crops else [], labels, strict=True):
+            metric.update(text, gt)
+        bar.update(min(chunk, len(samples) - start))
+    bar.close()
+    out: dict[str, Any] = {"rec": metric.summary()}
+    if skipped:
+        out["skipped"] = skipped
+    return out
+
+
+def evaluate_det(
+    ocr: OCR, data: str | Path, limit: int | None = None, progress: bool = True, warn: Warn = _stderr
+) -> dict[str, Any]:
+    """:func:`score_det` on the first ``limit`` pages of one det set (any layout ocrslim reads)."""
+    return score_det(ocr, load_det_dataset(data, limit=limit), progress, warn, f"det {Path(data).name}")
+
+
+def evaluate_rec(
+    ocr: OCR, data: str | Path, limit: int | None = None, progress: bool = True, warn: Warn = _stderr
+) -> dict[str, Any]:
+    """:func:`score_rec` on the first ``limit`` crops of one rec set."""
+    return score_rec(ocr, load_rec_dataset(data, limit=limit), progress, warn, f"rec {Path(data).name}")
+
+
+def evaluate(
+    ocr: OCR,
+    det_data: Sequence[str | Path] = (),
+    rec_data: Sequence[str | Path] = (),
+    limit: int | None = None,
+    progress: bool = True,
+    warn: Warn = _stderr,
+) -> dict[str, dict[str, Any]]:
+    """Evaluate on every set given; returns ``{set_name: {"det"|"rec"|"e2e": {...}}}``.
+
+    The set name is the directory name (``sroie_dev``) or, for a task sub-folder, its parent's.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    for path in det_data:
+        res = evaluate_det(ocr, path, limit, progress, warn)
+        _merge(results.setdefault(set_name(path), {}), res)
+    for path in rec_data:
+        res = evaluate_rec(ocr, path, limit, progress, warn)
+        _merge(results.setdefault(set_name(path), {}), res)
+    total_skipped = sum(r.get("skipped", 0) for r in results.values())
+    if total_skipped:
+        warn(f"skipped {total_skipped} unreadable image(s) in all.")
+    return results
+
+
+def _merge(into: dict[str, Any], res: dict[str, Any]) -> None:
+    for key, value in res.items():
+        if key == "skipped":
+            into["skipped"] = into.get("skipped", 0) + value
+        else:
+            into[key] = value
+
+
+def set_name(path: str | Path) -> str:
+    """A short, stable name for a data set path: ``../shared/data/sroie_dev/det`` → ``sroie_dev``,
+    ``data/synth/rec/test`` → ``synth_test``; a label file is named by its folder."""
+    p = Path(path)
+    if p.is_file():
+        p = p.parent
+    parts = [x for x in p.parts if x not in ("det", "rec", "images", "", ".")]
+    if not parts:
+        return str(path)
+    name = parts[-1]
+    if name in ("train", "val", "test") and len(parts) > 1:
+        name = f"{parts[-2]}_{name}"
+    return name
