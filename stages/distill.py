@@ -1,13 +1,13 @@
 """Stage ``distill``: recover a pruned student by KD from a frozen teacher plus ground truth (or fine-tune).
 
-Reads:  params.yaml:distill (and the student's own det/rec preprocessing from its meta);
-        artifacts/pruned/<task>.safetensors (or --model); the teacher ``distill.teacher_<task>`` (zoo name run by
-        ONNX Runtime, or a .safetensors/.onnx/.mnn file); ``distill.train_data_<task>`` / ``val_data_<task>``.
+Reads:  params.yaml:distill.<task> and the shared distill keys (and the student's preprocessing from its meta);
+        artifacts/pruned/<task>.safetensors (or --model); the teacher ``distill.<task>.teacher`` (zoo name run by
+        ONNX Runtime, or a .safetensors/.onnx/.mnn file); ``distill.<task>.train_data`` / ``val_data``.
 Writes: artifacts/student/<task>.safetensors (weights + architecture spec; the student's metadata plus a
         ``distill`` report);
         metrics/distill_<task>.json (validation metrics, final loss, data counts);
         runs/distill/<task>/ (ckpt/last.safetensors and dvclive/; kept between runs so a killed run resumes).
-``distill.alpha: 0`` fine-tunes on the labels only and opens no teacher. A student the prune stage left
+``distill.<task>.alpha: 0`` fine-tunes on the labels only and opens no teacher. A student the prune stage left
 unpruned (its task's ratio 0) is copied without training (``mode: skipped`` in the metrics). Launch with
 ``torchrun --nproc_per_node N stages/distill.py --task rec`` for DDP.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ocrslim.compress.distill import det_data, distill_det, distill_metrics, distill_rec, rec_data
+from ocrslim.compress.distill import distill, distill_metrics, task_data
 from ocrslim.core.artifacts import preprocessing
 from ocrslim.core.config import DistillConfig, load_section
 from ocrslim.core.errors import ArtifactError
@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     if meta.get("task") not in (None, args.task):
         raise ArtifactError(f"{src}: is a {meta['task']} model, not {args.task}. Check dvc.yaml's distill stage.")
     out = Path(args.out)
-    if (meta.get("prune") or {}).get("config", {}).get("ratio", None) == 0:
-        # prune.ratio 0 for this task: the student is the teacher, nothing to recover.
+    prune = meta.get("prune") or {}
+    if prune and prune.get("config", {}).get("init") != "scratch" \
+            and prune.get("params_after") == prune.get("params_before"):
+        # nothing was pruned for this task: the student is the teacher, nothing to recover.
         save_model(student, out, {**meta, "distill": {"mode": "skipped", "reason": "not pruned", "source": str(src)}})
         write_json(args.metrics, {"mode": "skipped", "steps": 0})
         # the run directory's DVC outputs exist either way: a note instead of checkpoints, an empty curve
@@ -48,24 +50,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distill {args.task}: {src} was not pruned (ratio 0); copied to {out} without training")
         return 0
     det_cfg, rec_cfg = preprocessing(meta)
+    pre = det_cfg if args.task == "det" else rec_cfg
+    chars = meta.get("characters")
+    if args.task == "rec" and not chars:
+        raise ArtifactError(f"{src}: no 'characters' in its meta. Re-run the teacher and prune stages.")
     spec = cfg.teacher(args.task)
     teacher = open_model(spec, args.task, threads=cfg.threads) if spec else None
-    run_dir = Path(args.run_dir)
-    if args.task == "rec":
-        chars = meta.get("characters")
-        if not chars:
-            raise ArtifactError(f"{src}: no 'characters' in its meta. Re-run the teacher and prune stages.")
-        report = distill_rec(student, teacher, cfg, rec_data(cfg, chars, rec_cfg), run_dir, characters=chars,
-                             rec_cfg=rec_cfg)
-    else:
-        report = distill_det(student, teacher, cfg, det_data(cfg, det_cfg), run_dir, det_cfg=det_cfg)
+    data = task_data(args.task, cfg, pre, chars)
+    report = distill(args.task, student, teacher, cfg, data, args.run_dir, pre=pre, characters=chars)
     if report["fit"]["rank"] != 0:
         return 0  # DDP: rank 0 (the one that validated) writes the outputs
+    timing = report.pop("timing")
     save_model(student, out, {**meta, "distill": {**report, "source": str(src)}})
     metrics = distill_metrics(report)
     write_json(args.metrics, metrics)
-    val = {k: v for k, v in metrics.items() if k.startswith("val_") and isinstance(v, float)}
-    print(f"distill {args.task} ({report['mode']}): {out} after {metrics['steps']} steps, "
+    write_json(Path("logs") / f"distill_{args.task}.json", timing)  # untracked: wall/CPU time differ every run
+    val = {k: v for k, v in metrics.items() if k.startswith("val_") and isinstance(v, float) and "/" not in k}
+    print(f"distill {args.task} ({report['mode']}): {out} after {metrics['steps']} steps "
+          f"({timing.get('steps_per_s')} steps/s, {timing.get('cpu_seconds', 0) / 60:.1f} CPU min), "
           + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
     return 0
 

@@ -72,9 +72,12 @@ def test_tiny_dvc_repro_offline_then_noop(tmp_path):
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, work / rel)
     det, rec = _make_sets(tmp_path / "data")
-    train = _make_sets(tmp_path / "train", pages=3, crops=("Total 4.20", "Cash", "Receipt 7"), unreadable=False)[0].parent
+    crops = ("Total 4.20", "Cash", "Receipt 7")
+    # training sets named as the defaults expect them (data/splits/<set name>/...), the user's own data
+    sroie, ic15 = (_make_sets(tmp_path / name, pages=3, crops=crops, unreadable=False)[0].parent
+                   for name in ("sroie_train", "ic15_words_train"))
     params = compose(["profile=tiny", f"eval.det_data=[{det}]", f"eval.rec_data=[{rec}]",
-                      f"split.det_sets=[{train}]", f"split.rec_sets=[{train}]"], config_dir=work / "conf")
+                      f"split.det_sets=[{sroie}]", f"split.rec_sets=[{sroie},{ic15}]"], config_dir=work / "conf")
     (work / "params.yaml").write_text(dump(params))
 
     netlog = tmp_path / "net.log"
@@ -119,7 +122,7 @@ def test_tiny_dvc_repro_offline_then_noop(tmp_path):
     report = (work / "reports" / "summary.md").read_text()
     assert "| bundle (shipped) |" in report and (work / "reports" / "size_vs_accuracy.png").stat().st_size
     distill = json.loads((work / "metrics" / "distill_det.json").read_text())
-    assert distill["steps"] == params["distill"]["steps"] and distill["mode"] == "distill"
+    assert distill["steps"] == params["distill"]["det"]["steps"] and distill["mode"] == "distill"
     page = str(det / "images" / "0.png")
     read = _run([sys.executable, "-m", "ocrslim", "read", "--bundle", "artifacts/bundle", page], work, env)
     assert read.returncode == 0 and "0.png" in read.stdout, read.stderr[-2000:]

@@ -12,10 +12,10 @@ import pytest
 import torch
 import yaml
 
-from ocrslim.compress.distill import det_data, distill_det, distill_rec, finetune, rec_data
-from ocrslim.core.config import DetConfig, DistillConfig, RecConfig
+from ocrslim.compress.distill import TOP_K, TeacherCache, distill, task_data
+from ocrslim.core.config import DetConfig, DistillConfig, RecConfig, from_dict
 from ocrslim.core.errors import DataError
-from ocrslim.data.train import RecTrainSet, batch_indices
+from ocrslim.data.train import DetTrainSet, RecTrainSet, batch_indices, mix_counts
 from ocrslim.infer.pipeline import Model
 from ocrslim.models.det import build_dbnet
 from ocrslim.models.io import load_model, save_model
@@ -46,12 +46,14 @@ def _tiny_rec(classes: int) -> torch.nn.Module:
                                 "hidden_dims": 16, "num_heads": 2}, {"name": "CTCHead", "num_classes": classes})
 
 
-def _cfg(**kw: object) -> DistillConfig:
-    base: dict[str, object] = dict(steps=20, batch_size_rec=4, batch_size_det=1, lr=3e-3, warmup_steps=2,
-                                   freeze_backbone_steps=0, eval_every=0, ckpt_every=100, threads=1, device="cpu",
-                                   rec_width=96, det_size=256, max_val=4)
-    base.update(kw)
-    return DistillConfig(**base)  # type: ignore[arg-type]
+def _cfg(rec: dict | None = None, det: dict | None = None, **shared: object) -> DistillConfig:
+    """A small config: rec 20 steps of 4 crops at width 96, det 1-page steps at 256 px; overrides per section."""
+    base = {"rec": {"steps": 20, "batch_size": 4, "lr": 3e-3, "warmup_steps": 2, "widths": [96], "max_val": 4,
+                    "train_data": ["x"], "val_data": [], "mix": [], "alpha": 0.9, **(rec or {})},
+            "det": {"steps": 1, "batch_size": 1, "lr": 3e-3, "warmup_steps": 1, "size": 256, "max_val": 4,
+                    "train_data": ["x"], "val_data": [], "mix": [], "alpha": 0.9, **(det or {})},
+            "eval_every": 0, "ckpt_every": 100, "threads": 1, "device": "cpu", **shared}
+    return from_dict(DistillConfig, base, "distill")
 
 
 def _tsv(path: Path, column: str = "loss") -> list[float]:
@@ -83,10 +85,10 @@ class _Teacher:
 
 def test_rec_set_skips_unknown_chars_and_corrupt_images(tmp_path: Path) -> None:
     root = _rec_set(tmp_path / "rec", [*TEXTS, "Hé"], extra={"bad.png": b"not an image"})
-    ds = RecTrainSet([root], CHARS, RecConfig(), width=96)
+    ds = RecTrainSet([root], CHARS, RecConfig(), widths=(96,))
     assert ds.skipped_chars == 1 and len(ds) == 5
-    batch = ds.batch(list(range(len(ds))))
-    assert ds.skipped_images == 1 and batch.images.shape == (4, 3, 48, 96)
+    batch = ds.batch([(0, i) for i in range(len(ds))])
+    assert ds.skipped_images == 1 and batch.images.shape == (4, 3, 48, 96) and batch.labelled.all()
     # Student classes: blank 0, H=1 e=2 l=3 o=4 W=5 r=6 d=7, space 8.
     row = batch.texts.index("Hello World")
     assert batch.targets[row, : batch.lengths[row]].tolist() == [1, 2, 3, 3, 4, 8, 5, 4, 6, 3, 7]
@@ -95,43 +97,30 @@ def test_rec_set_skips_unknown_chars_and_corrupt_images(tmp_path: Path) -> None:
     assert len(set(shards)) == 4 and shards == batch_indices(5, 4, 0, 0)
 
 
-def test_rec_distill_loss_decreases_and_char_map_is_used(tmp_path: Path) -> None:
+def test_real_and_synthetic_sets_mix_by_their_shares(tmp_path: Path) -> None:
+    real = _rec_set(tmp_path / "real", ["Hello", "World"])  # a small real set ...
+    synth = _rec_set(tmp_path / "synth", TEXTS * 5)  # ... beside a large synthetic one
+    assert mix_counts((0.5, 0.5), (2, 20), 4) == [2, 2] and mix_counts((), (2, 20), 11) == [1, 10]
+    ds = RecTrainSet([real, synth], CHARS, RecConfig(), widths=(96,), shares=(0.5, 0.5))
+    draws = [ds.draw(4, step, seed=0) for step in range(6)]
+    for picks in draws:
+        assert [k for k, _ in picks].count(0) == 2 and [k for k, _ in picks].count(1) == 2
+    seen_real = [i for picks in draws[:1] for k, i in picks if k == 0]
+    assert sorted(seen_real) == [0, 1]  # the small set is walked epoch by epoch too
+    assert ds.draw(4, 3, seed=0) == draws[3]  # a pure function of (seed, step): resumes see the same batches
+
+
+def test_rec_batches_hold_one_width_bucket(tmp_path: Path) -> None:
+    root = _rec_set(tmp_path / "rec", ["He", "old", "Hello World Hello World", "World Hello World Hello"])
+    ds = RecTrainSet([root], CHARS, RecConfig(min_side=0), widths=(96, 320))  # short words ~70 px wide
+    assert sorted(len(m) for m in ds.members[0]) == [2, 2]
+    for step in range(4):
+        batch = ds.batch(ds.draw(2, step, seed=0))
+        assert batch.images.shape[3] in (96, 320) and {w for _, _, w in batch.keys} == {batch.images.shape[3]}
+
+
+def test_teacher_cache_returns_what_the_teacher_computes(tmp_path: Path) -> None:
     root = _rec_set(tmp_path / "rec", TEXTS)
-    cfg = _cfg(temperature=2.0, lr=1e-2)
-    data = rec_data(cfg, CHARS, RecConfig(), train=[root], val=[root])
-    n = len(CHARS) + 2
-    same = Model("rec", _Teacher(np.arange(n), n), "same-dict", characters=CHARS)
-    # A teacher whose dictionary is reversed and has two characters the student lacks.
-    t_chars = [*CHARS[::-1], "Z", "Q"]
-    perm = np.array([0, *[1 + t_chars.index(c) for c in CHARS], len(t_chars) + 1])
-    other = Model("rec", _Teacher(perm, len(t_chars) + 2), "other-dict", characters=t_chars)
-
-    student = _tiny_rec(n)
-    report = distill_rec(student, same, cfg, data, tmp_path / "a", characters=CHARS, progress=False)
-    losses = _tsv(tmp_path / "a" / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv")
-    assert len(losses) == 20 and np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
-    assert report["mode"] == "distill" and report["charmap_coverage"] == 1.0
-    assert set(report["val"]) >= {"accuracy", "one_minus_ned", "cer"} and report["val"]["samples"] == 4
-    assert (tmp_path / "a" / "dvclive" / "metrics.json").is_file()
-
-    # Same run with the remapped teacher (5 steps): the class map makes the KD loss identical. The first step is
-    # compared tightly; later ones loosely: the gathered classes sum in another order (1e-7 differences) and
-    # AdamW's g/sqrt(v) amplifies such noise on near-zero gradients step after step.
-    short = _cfg(steps=5, temperature=2.0)
-    distill_rec(_tiny_rec(n), same, short, data, tmp_path / "s", characters=CHARS, progress=False)
-    rep = distill_rec(_tiny_rec(n), other, short, data, tmp_path / "o", characters=CHARS, progress=False)
-    assert rep["charmap_coverage"] == 1.0
-    kd_same, kd_other = (_tsv(tmp_path / r / "dvclive" / "plots" / "metrics" / "train" / "kd.tsv", "kd") for r in "so")
-    assert len(kd_same) == 5 and abs(kd_same[0] - kd_other[0]) <= 1e-5 * kd_same[0]
-    assert np.allclose(kd_same, kd_other, rtol=1e-3, atol=0)
-
-
-def test_rec_teacher_cache_matches_uncached(tmp_path: Path) -> None:
-    """Regression: a float16 cache of probabilities flushed tiny ones to 0, and at T = 6 (KD on p^(1/T))
-    that moved the first step's KD loss by 6%; the cache now holds float16 log-probabilities."""
-    root = _rec_set(tmp_path / "rec", TEXTS)
-    cfg = _cfg(steps=3)
-    data = rec_data(cfg, CHARS, RecConfig(), train=[root], val=[root])
     n = len(CHARS) + 2
     calls: list[int] = []
     inner = _Teacher(np.arange(n), n)
@@ -140,23 +129,91 @@ def test_rec_teacher_cache_matches_uncached(tmp_path: Path) -> None:
         calls.append(len(x))
         return inner(x)
 
-    teacher = Model("rec", counted, "t", characters=CHARS)  # type: ignore[arg-type]
-    distill_rec(_tiny_rec(n), teacher, cfg, data, tmp_path / "a", characters=CHARS, progress=False)
-    assert calls == [4, 4, 4]  # one 4-sample batch per step, the whole set each time
-    calls.clear()
-    distill_rec(_tiny_rec(n), teacher, _cfg(steps=3, cache_teacher=True), data, tmp_path / "b", characters=CHARS,
-                progress=False)
-    assert calls == [4]  # later steps read the cache
-    kd_a, kd_b = (_tsv(tmp_path / r / "dvclive" / "plots" / "metrics" / "train" / "kd.tsv", "kd") for r in "ab")
-    assert np.allclose(kd_a, kd_b, rtol=5e-3)  # the cache holds float16 log-probabilities
+    from ocrslim.compress.distill import _TeacherRec
+
+    ds = RecTrainSet([root], CHARS, RecConfig(), widths=(96,))
+    batch = ds.batch([(0, i) for i in range(4)])
+    cached = _TeacherRec(Model("rec", counted, "t", characters=CHARS), CHARS, cache=True)  # type: ignore[arg-type]
+    fresh = _TeacherRec(Model("rec", counted, "t", characters=CHARS), CHARS, cache=False)  # type: ignore[arg-type]
+    a1, a2 = cached(batch), cached(batch)
+    b = fresh(batch)
+    assert calls == [4, 4] and cached.cache.hits == 4  # the second cached call ran no teacher forward
+    assert np.array_equal(a1, a2) and np.array_equal(a1, b)  # cached and uncached targets are the same
+    # the target is the teacher's top-k per frame: with fewer classes than k, every class kept
+    assert n <= TOP_K and np.allclose(b.sum(axis=2), 1.0, atol=2e-3)
+    cache = TeacherCache(True)
+    assert cache.get(["a", "b"], np.zeros((2, 1)), lambda x: [1, 2]) == [1, 2]
+    assert cache.get(["b", "c"], np.zeros((2, 1)), lambda x: [9] * len(x)) == [2, 9] and cache.computed == 3
 
 
-def test_rec_finetune_without_teacher(tmp_path: Path) -> None:
+def test_rec_distill_loss_decreases_and_char_map_is_used(tmp_path: Path) -> None:
     root = _rec_set(tmp_path / "rec", TEXTS)
-    cfg = _cfg(steps=2, teacher_rec=None, alpha=0.0)
-    data = rec_data(cfg, CHARS, RecConfig(), train=[root], val=[root])
-    report = finetune("rec", _tiny_rec(len(CHARS) + 2), cfg, data, tmp_path / "ft", characters=CHARS, progress=False)
+    cfg = _cfg(rec={"temperature": 2.0, "lr": 1e-2, "train_data": [str(root)], "val_data": [str(root)]})
+    data = task_data("rec", cfg, RecConfig(), CHARS)
+    n = len(CHARS) + 2
+    same = Model("rec", _Teacher(np.arange(n), n), "same-dict", characters=CHARS)
+    # A teacher whose dictionary is reversed and has two characters the student lacks.
+    t_chars = [*CHARS[::-1], "Z", "Q"]
+    perm = np.array([0, *[1 + t_chars.index(c) for c in CHARS], len(t_chars) + 1])
+    other = Model("rec", _Teacher(perm, len(t_chars) + 2), "other-dict", characters=t_chars)
+
+    student = _tiny_rec(n)
+    report = distill("rec", student, same, cfg, data, tmp_path / "a", pre=RecConfig(), characters=CHARS,
+                     progress=False)
+    losses = _tsv(tmp_path / "a" / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv")
+    assert len(losses) == 20 and np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+    assert report["mode"] == "distill" and report["charmap_coverage"] == 1.0
+    assert set(report["val"]) >= {"accuracy", "one_minus_ned", "cer"} and report["val"]["samples"] == 4
+    assert "seconds" not in json.dumps({k: v for k, v in report.items() if k != "timing"})
+
+    # Same run with the remapped teacher (5 steps): the class map makes the KD loss identical. The first step is
+    # compared tightly; later ones loosely: the gathered classes sum in another order (1e-7 differences) and
+    # AdamW's g/sqrt(v) amplifies such noise on near-zero gradients step after step.
+    short = _cfg(rec={"steps": 5, "temperature": 2.0, "train_data": [str(root)], "val_data": [str(root)]})
+    distill("rec", _tiny_rec(n), same, short, data, tmp_path / "s", pre=RecConfig(), characters=CHARS, progress=False)
+    rep = distill("rec", _tiny_rec(n), other, short, data, tmp_path / "o", pre=RecConfig(), characters=CHARS,
+                  progress=False)
+    assert rep["charmap_coverage"] == 1.0
+    kd_same, kd_other = (_tsv(tmp_path / r / "dvclive" / "plots" / "metrics" / "train" / "kd.tsv", "kd") for r in "so")
+    assert len(kd_same) == 5 and abs(kd_same[0] - kd_other[0]) <= 1e-5 * kd_same[0]
+    assert np.allclose(kd_same, kd_other, rtol=1e-3, atol=0)
+
+
+def test_rec_kd_on_an_unlabelled_folder_and_finetune_without_teacher(tmp_path: Path) -> None:
+    labelled = _rec_set(tmp_path / "rec", TEXTS)
+    raw = tmp_path / "crops"  # plain crops, no labels.tsv: the user's own unlabelled domain lines
+    raw.mkdir()
+    for i, text in enumerate(["Hello", "old"]):
+        cv2.imwrite(str(raw / f"{i}.png"), render_line(text, size=24))
+    n = len(CHARS) + 2
+    teacher = Model("rec", _Teacher(np.arange(n), n), "t", characters=CHARS)
+    cfg = _cfg(rec={"steps": 2, "alpha": 1.0, "train_data": [str(raw)], "val_data": [str(labelled)]})
+    report = distill("rec", _tiny_rec(n), teacher, cfg, task_data("rec", cfg, RecConfig(), CHARS), tmp_path / "kd",
+                     pre=RecConfig(), characters=CHARS, progress=False)
+    train = report["fit"]["train"]
+    assert train["loss"] == train["kd"] > 0 and "ctc" not in train
+    mixed = _cfg(rec={"steps": 2, "alpha": 0.5, "batch_size": 4, "mix": [0.5, 0.5],
+                      "train_data": [str(raw), str(labelled)], "val_data": []})
+    report = distill("rec", _tiny_rec(n), teacher, mixed, task_data("rec", mixed, RecConfig(), CHARS),
+                     tmp_path / "mix", pre=RecConfig(), characters=CHARS, progress=False)
+    assert {"kd", "ctc"} <= set(report["fit"]["train"])  # CTC on the labelled half, KD on all
+    ft = _cfg(rec={"steps": 2, "teacher": None, "alpha": 0.0, "train_data": [str(labelled)], "val_data": []})
+    report = distill("rec", _tiny_rec(n), None, ft, task_data("rec", ft, RecConfig(), CHARS), tmp_path / "ft",
+                     pre=RecConfig(), characters=CHARS, progress=False)
     assert report["mode"] == "finetune" and report["teacher"] is None and "ctc" in report["fit"]["train"]
+    with pytest.raises(DataError, match=r"^distill\.rec\.train_data: only unlabelled image folders"):
+        task_data("rec", _cfg(rec={"alpha": 0.5, "train_data": [str(raw)]}), RecConfig(), CHARS)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "missing", "not found"),
+    (lambda d: (d / "empty").mkdir() or d / "empty", "holds no rec samples"),
+])
+def test_a_missing_or_empty_training_path_is_one_line_naming_the_key(tmp_path: Path, make, message) -> None:
+    path = make(tmp_path)
+    with pytest.raises(DataError, match=rf"^distill\.rec\.train_data: .*{message}") as info:
+        task_data("rec", _cfg(rec={"train_data": [str(path)]}), RecConfig(), CHARS)
+    assert "\n" not in str(info.value)
 
 
 def _det_set(root: Path) -> Path:
@@ -175,12 +232,7 @@ def _tiny_det() -> torch.nn.Module:
                        {"name": "DBHead"})
 
 
-def test_det_distill_one_step(tmp_path: Path) -> None:
-    root = _det_set(tmp_path / "det")
-    cfg = _cfg(steps=1)
-    data = det_data(cfg, DetConfig(limit_side_len=256), train=[root], val=[root])
-    batch = data.train.batch([0], np.random.default_rng(0))
-    assert batch.images.shape == (1, 3, 256, 256) and batch.gt_prob.shape == (1, 256, 256)
+def _det_teacher() -> Model:
     teacher_net = _tiny_det().eval()
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -188,12 +240,47 @@ def test_det_distill_one_step(tmp_path: Path) -> None:
             return teacher_net(torch.from_numpy(x)).numpy()
 
     run.name = "torch"  # type: ignore[attr-defined]
+    return Model("det", run, "t")  # type: ignore[arg-type]
+
+
+def test_det_distill_one_step_with_views_cached(tmp_path: Path) -> None:
+    root = _det_set(tmp_path / "det")
+    cfg = _cfg(det={"steps": 3, "train_data": [str(root)], "val_data": [str(root)], "views": 2})
+    pre = DetConfig(limit_side_len=256)
+    data = task_data("det", cfg, pre)
+    batch = data.train.batch(data.train.draw(1, 0, 0), np.random.default_rng(0))
+    assert batch.images.shape == (1, 3, 256, 256) and batch.gt_prob.shape == (1, 256, 256)
     student = _tiny_det()
-    report = distill_det(student, Model("det", run, "t"), cfg, data, tmp_path / "run", progress=False,
-                         det_cfg=DetConfig(limit_side_len=256))
+    report = distill("det", student, _det_teacher(), cfg, data, tmp_path / "run", pre=pre, progress=False)
     train = report["fit"]["train"]
     assert np.isfinite(train["loss"]) and train["kd"] > 0 and train["db"] > 0
     assert student.head.thresh is not None and set(report["val"]) >= {"precision", "recall", "hmean"}
+    # one page, 2 views, 3 steps: the third step shows view 0 again and reuses the teacher's map
+    assert report["teacher_cache"] == {"computed": 2, "reused": 1}
+
+
+def test_det_kd_only_trains_on_unlabelled_images(tmp_path: Path) -> None:
+    labelled = _det_set(tmp_path / "det")
+    raw = tmp_path / "raw"  # plain images, no gt/: the user's own unlabelled domain pages
+    raw.mkdir()
+    img, _ = render_page()
+    cv2.imwrite(str(raw / "a.jpg"), img)
+    cv2.imwrite(str(raw / "b.png"), img[::-1])
+    pre = DetConfig(limit_side_len=256)
+    cfg = _cfg(det={"steps": 2, "alpha": 1.0, "batch_size": 2, "train_data": [str(raw)], "val_data": [str(labelled)]})
+    data = task_data("det", cfg, pre)
+    assert len(data.train) == 2 and not any(s.labelled for s in data.train.sets[0])
+    report = distill("det", _tiny_det(), _det_teacher(), cfg, data, tmp_path / "run", pre=pre, progress=False)
+    train = report["fit"]["train"]
+    assert np.isfinite(train["loss"]) and train["loss"] == train["kd"] > 0 and "db" not in train
+    # a mixed batch: the DB loss sees only the labelled page (the unlabelled one is masked out)
+    mixed = _cfg(det={"steps": 1, "alpha": 0.5, "batch_size": 2, "mix": [0.5, 0.5],
+                      "train_data": [str(raw), str(labelled)], "val_data": []})
+    data = task_data("det", mixed, pre)
+    batch = data.train.batch(data.train.draw(2, 0, 0), np.random.default_rng(0))
+    assert batch.labelled.tolist() == [False, True] and batch.gt_mask[0].sum() == 0 < batch.gt_mask[1].sum()
+    with pytest.raises(DataError, match=r"^distill\.det\.train_data: only unlabelled image folders"):
+        task_data("det", _cfg(det={"alpha": 0.9, "train_data": [str(raw)]}), pre)
 
 
 def test_stage_rec_writes_model_and_metrics(tmp_path: Path) -> None:
@@ -206,14 +293,15 @@ def test_stage_rec_writes_model_and_metrics(tmp_path: Path) -> None:
     save_model(_tiny_rec(len(CHARS) + 2), teacher, {"task": "rec", "characters": CHARS})
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"distill": {
-        "teacher_rec": str(teacher), "steps": 2, "batch_size_rec": 2, "rec_width": 96, "threads": 1,
-        "device": "cpu", "freeze_backbone_steps": 1, "train_data_rec": [str(root)], "val_data_rec": [str(root)]}}))
+        "rec": {"teacher": str(teacher), "steps": 2, "batch_size": 2, "widths": [96], "train_data": [str(root)],
+                "val_data": [str(root)], "mix": []},
+        "threads": 1, "device": "cpu", "freeze_backbone_steps": 1}}))
     out, metrics = tmp_path / "out" / "rec.safetensors", tmp_path / "m.json"
     assert main(["--params", str(params), "--task", "rec", "--model", str(student), "--out", str(out),
                  "--metrics", str(metrics), "--run-dir", str(tmp_path / "run")]) == 0
     model, meta = load_model(out)
     assert meta["characters"] == CHARS and meta["distill"]["mode"] == "distill"
-    assert meta["distill"]["fit"]["end_step"] == 2
+    assert meta["distill"]["fit"]["end_step"] == 2 and "timing" not in meta["distill"]
     m = json.loads(metrics.read_text())
     assert m["steps"] == 2 and "val_accuracy" in m and "seconds" not in json.dumps(m)
 
@@ -223,9 +311,10 @@ def test_stage_copies_an_unpruned_student_without_training(tmp_path: Path) -> No
 
     student = tmp_path / "student.safetensors"
     save_model(_tiny_rec(len(CHARS) + 2), student,
-               {"task": "rec", "characters": CHARS, "prune": {"config": {"ratio": 0.0}}})
+               {"task": "rec", "characters": CHARS,
+                "prune": {"config": {"ratio": 0.0}, "params_before": 5, "params_after": 5}})
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"distill": {"teacher_rec": "no/such/teacher.onnx"}}))  # never opened
+    params.write_text(yaml.safe_dump({"distill": {"rec": {"teacher": "no/such/teacher.onnx"}}}))  # never opened
     out, metrics = tmp_path / "rec.safetensors", tmp_path / "m.json"
     assert main(["--params", str(params), "--task", "rec", "--model", str(student), "--out", str(out),
                  "--metrics", str(metrics), "--run-dir", str(tmp_path / "run")]) == 0
@@ -238,8 +327,6 @@ def test_stage_copies_an_unpruned_student_without_training(tmp_path: Path) -> No
 
 
 def test_det_crops_at_inference_scale_or_page_scale(tmp_path: Path) -> None:
-    from ocrslim.data.train import DetTrainSet
-
     root = tmp_path / "d"
     (root / "images").mkdir(parents=True)
     (root / "gt").mkdir()
@@ -252,33 +339,8 @@ def test_det_crops_at_inference_scale_or_page_scale(tmp_path: Path) -> None:
         rng = np.random.default_rng(0)
         hs = []
         for _ in range(40):
-            _, polys, _ = ds._crop(cv2.imread(str(root / "images" / "p.png")), ds.samples[0], rng)
+            _, polys, _ = ds._crop(cv2.imread(str(root / "images" / "p.png")), ds.sets[0][0], rng)
             hs += [float(np.ptp(p[:, 1])) for p in polys]
         heights[mode] = hs
     assert heights["inference"] and all(20 * 2.48 * 0.6 - 1 <= h <= 20 * 2.48 * 1.2 + 1 for h in heights["inference"])
     assert heights["page"] and all(20 * 256 / 400 * 0.5 - 1 <= h <= 20 * 256 / 400 * 1.5 + 1 for h in heights["page"])
-
-
-def test_det_kd_only_trains_on_unlabelled_images(tmp_path: Path) -> None:
-    labelled = _det_set(tmp_path / "det")
-    raw = tmp_path / "raw"  # plain images, no gt/: the user's own unlabelled domain pages
-    raw.mkdir()
-    img, _ = render_page()
-    cv2.imwrite(str(raw / "a.jpg"), img)
-    cv2.imwrite(str(raw / "b.png"), img[::-1])
-    teacher_net = _tiny_det().eval()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return teacher_net(torch.from_numpy(x)).numpy()
-
-    run.name = "torch"  # type: ignore[attr-defined]
-    cfg = _cfg(steps=2, alpha=1.0, batch_size_det=2)
-    data = det_data(cfg, DetConfig(limit_side_len=256), train=[raw], val=[labelled])
-    assert len(data.train) == 2 and not any(s.labelled for s in data.train.samples)
-    report = distill_det(_tiny_det(), Model("det", run, "t"), cfg, data, tmp_path / "run", progress=False,
-                         det_cfg=DetConfig(limit_side_len=256))
-    train = report["fit"]["train"]
-    assert np.isfinite(train["loss"]) and train["loss"] == train["kd"] > 0 and "db" not in train
-    with pytest.raises(DataError, match=r"^distill\.train_data_det: .*raw has no ground truth .* distill\.alpha 1"):
-        det_data(_cfg(alpha=0.9), DetConfig(), train=[raw], val=[labelled])

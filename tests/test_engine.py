@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ocrslim.compress.engine import evaluate, fit, load_checkpoint, lr_at
-from ocrslim.core.config import DistillConfig
+from ocrslim.core.config import FitConfig
 
 
 class Toy(nn.Module):
@@ -47,15 +47,14 @@ def _metric(model: nn.Module) -> dict[str, float]:
     return {"mse": float(((model(x) - y) ** 2).mean()), "training": float(model.training)}
 
 
-def _cfg(**kw: object) -> DistillConfig:
+def _cfg(**kw: object) -> FitConfig:
     base: dict[str, object] = dict(steps=10, lr=1e-2, warmup_steps=2, schedule="step", step_size=5, step_gamma=0.5,
-                                   freeze_backbone_steps=0, eval_every=0, ckpt_every=100, threads=1, device="cpu",
-                                   alpha=0.0, teacher_det=None, teacher_rec=None)
+                                   freeze_backbone_steps=0, eval_every=0, ckpt_every=100, threads=1, device="cpu")
     base.update(kw)
-    return DistillConfig(**base)  # type: ignore[arg-type]
+    return FitConfig(**base)  # type: ignore[arg-type]
 
 
-def _run(out: Path, cfg: DistillConfig, **kw: object) -> tuple[Toy, dict]:
+def _run(out: Path, cfg: FitConfig, **kw: object) -> tuple[Toy, dict]:
     torch.manual_seed(0)
     model = Toy()
     hist = fit(model, cfg, out, batch_fn=_batch, loss_fn=_loss, metric_fn=_metric, progress=False, **kw)  # type: ignore[arg-type]

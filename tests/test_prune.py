@@ -24,7 +24,7 @@ from ocrslim.models.ppocr import load_ppocrv4, teacher_onnx_path
 from .conftest import REPO
 
 INPUTS = {"det": (1, 3, 64, 64), "rec": (1, 3, 48, 64)}
-CFG = PruneConfig(ratio=0.3, rec_ratio=None)
+CFG = PruneConfig(ratio=0.3, rec_ratio=None, reconstruct=False)  # plain L1 pruning (reconstruction: below)
 
 
 def _example(task: str) -> torch.Tensor:
@@ -138,11 +138,14 @@ def test_composed_defaults_are_the_dataclass_and_ranges_checked() -> None:
 
 def test_stage_writes_model_and_metrics(teachers: dict[str, nn.Module], tmp_path: Path) -> None:
     from stages.prune import main
+    from tests.test_distill import _rec_set
 
     src = tmp_path / "teacher" / "rec.safetensors"
     save_model(teachers["rec"], src, {"task": "rec", "characters": ["a"]})
+    crops = _rec_set(tmp_path / "crops", ["Total 42.50", "Cash", "Receipt 7", "Hello World"] * 2)
     params = tmp_path / "params.yaml"
-    params.write_text("prune:\n  ratio: 0.3\n  rec_ratio: null\n  rec_width: 64\n")
+    params.write_text("prune:\n  ratio: 0.3\n  rec_ratio: null\n  rec_width: 64\n  head_rank_rec: 16\n"
+                      f"  calib_data_rec: [{crops}]\n  calib_samples_rec: 8\n")
     out, metrics = tmp_path / "prune" / "rec.safetensors", tmp_path / "metrics" / "prune_rec.json"
     assert main(["--params", str(params), "--task", "rec", "--model", str(src), "--out", str(out),
                  "--metrics", str(metrics)]) == 0
@@ -151,6 +154,53 @@ def test_stage_writes_model_and_metrics(teachers: dict[str, nn.Module], tmp_path
     assert meta["characters"] == ["a"] and meta["prune"]["params_after"] == report["params_after"]
     assert report["params_after"] == sum(p.numel() for p in model.parameters()) < report["params_before"]
     assert report["onnx_bytes_after"] < report["onnx_bytes_before"]
+    assert meta["prune"]["reconstruction"]["layers"] > 0 and meta["prune"]["low_rank_head"]["rank"] == 16
+    assert model.head.proj.out_features == 16  # the low-rank head survives the safetensors round trip
+
+
+def test_reconstruction_brings_the_pruned_model_back_towards_the_original() -> None:
+    """Least squares on the calibration inputs: on unseen inputs too the pruned model is closer to the original."""
+    from ocrslim.compress.reconstruct import low_rank_head
+
+    gen = torch.Generator().manual_seed(1)
+    calib, unseen = (torch.rand(n, 3, 16, 16, generator=gen) * 2 - 1 for n in (16, 8))
+    errors = {}
+    for recon in (False, True):
+        model, original = _Smooth(), _Smooth()
+        cfg = PruneConfig(ratio=0.5, round_to=1, ignore_det=("head",), compensate=False, reconstruct=recon)
+        report = prune_model(model, "det", cfg, calib[:1], measure_onnx=False, recon_calib=calib)
+        with torch.no_grad():
+            errors[recon] = float((model(unseen) - original(unseen)).norm() / original(unseen).norm())
+        if recon:
+            assert report["reconstruction"]["error_after"] < report["reconstruction"]["error_before"]
+    assert errors[True] < 0.8 * errors[False]
+    # a low-rank CTC head fitted on activations: features in few directions keep their logits
+    rec = _tiny_ctc(list("abcdefgh"))
+    x = torch.rand(8, 3, 48, 64, generator=gen) * 2 - 1
+    with torch.no_grad():
+        before = rec(x, return_logits=True)
+    info = low_rank_head(rec, 4, x)
+    with torch.no_grad():
+        after = rec(x, return_logits=True)
+    assert info["params_after"] < info["params_before"] and rec.head.proj.out_features == 4
+    err = float((after - before).norm() / before.norm())
+    assert err < 0.1, err
+
+
+class _Smooth(nn.Module):
+    """conv → ReLU → conv → ReLU → head, with channels that are linear mixtures of a few (so they can be refitted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.ReLU())
+        self.head = nn.Conv2d(16, 2, 1)
+        with torch.no_grad():
+            w = self.backbone[0].weight
+            w[8:] = w[:8] * torch.rand(8, 1, 1, 1) + 0.05 * torch.randn_like(w[8:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
 
 
 class _Toy(nn.Module):
@@ -176,7 +226,7 @@ def test_bias_compensation_keeps_constant_channels_contribution(compensate: bool
     model = _Toy().eval()
     with torch.no_grad():
         before = model(x)
-    cfg = PruneConfig(ratio=0.5, round_to=1, ignore_det=("head",), compensate=compensate)
+    cfg = PruneConfig(ratio=0.5, round_to=1, ignore_det=("head",), compensate=compensate, reconstruct=False)
     report = prune_model(model, "det", cfg, x[:1], measure_onnx=False, calib=x)
     assert model.backbone[0].out_channels == 8 and report["layers_compensated"] == (1 if compensate else 0)
     with torch.no_grad():

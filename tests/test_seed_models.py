@@ -334,8 +334,9 @@ def test_student_conf_groups_mirror_dataclass() -> None:
     assert load_section(pruned, "student", StudentConfig) == StudentConfig()
     seed = compose(["student=seed", "profile=tiny"], config_dir=repo / "conf")
     assert load_section(seed, "student", StudentConfig) == StudentConfig("mobilenetv3_small_fpn", "vit_6x192")
-    assert seed["distill"]["steps"] == 2  # the tiny profile still wins over the seed's long schedule
-    assert compose(["student=seed"], config_dir=repo / "conf")["distill"]["steps"] >= 10_000
+    # the tiny profile still wins over the seed's long schedule
+    assert seed["distill"]["rec"]["steps"] == seed["distill"]["det"]["steps"] == 2
+    assert compose(["student=seed"], config_dir=repo / "conf")["distill"]["rec"]["steps"] >= 10_000
 
 
 def test_make_student_rejects_a_wrong_seed_name() -> None:
@@ -366,8 +367,9 @@ def test_seed_student_through_prune_and_distill_stages(tmp_path: Path) -> None:
     params.write_text(yaml.safe_dump({
         "prune": {"det_size": [64, 64]},
         "student": {"det": "mobilenetv3_small_fpn"},
-        "distill": {"teacher_det": str(teacher), "steps": 2, "batch_size_det": 1, "det_size": 128, "threads": 1,
-                    "device": "cpu", "eval_every": 0, "train_data_det": [str(root)], "val_data_det": [str(root)]},
+        "distill": {"det": {"teacher": str(teacher), "steps": 2, "batch_size": 1, "size": 128, "mix": [],
+                            "train_data": [str(root)], "val_data": [str(root)]},
+                    "threads": 1, "device": "cpu", "eval_every": 0},
     }))
     init, metrics = tmp_path / "pruned" / "det.safetensors", tmp_path / "prune_det.json"
     assert prune_main(["--params", str(params), "--task", "det", "--model", str(teacher), "--out", str(init),

@@ -1,28 +1,33 @@
-"""Recover a pruned student: knowledge distillation from a frozen teacher plus ground truth, or plain fine-tuning.
+"""Recover a pruned student: KD from a frozen teacher everywhere, ground truth where labels exist.
 
-* :func:`distill_rec`: ``alpha · T² KL(teacher_T ‖ student_T) + (1 − alpha) · CTC`` per frame
-  (:func:`ocrslim.compress.losses.rec_distill_loss`). The teacher sees the same preprocessed batch; its
-  dictionary is mapped onto the student's with :func:`ocrslim.compress.charmap.class_index_map` (PP-OCRv6
-  small has 18,708 characters, the v4 student 6,623; both emit W/8 frames, so frames line up).
-  Validation: word accuracy of the student through the real recognition pipeline
-  (:meth:`ocrslim.infer.pipeline.OCR.recognize`: aspect-sorted batches padded to the widest crop).
-* :func:`distill_det`: ``(1 − alpha) · DB loss on the labels + alpha · w · KD`` with KD the BCE (or
-  L2) between the student's and the teacher's probability maps on the same crop
-  (:func:`~ocrslim.compress.losses.db_loss`, :func:`~ocrslim.compress.losses.det_kd_loss`; the student gets a fresh,
-  seeded DB threshold branch first). Validation: ICDAR 2015 P/R/hmean of the student through the
-  real detection pipeline (:meth:`ocrslim.infer.pipeline.OCR.detect`: resize, DB boxes, matching), the
-  number the evaluate stage reports, not a proxy such as map IoU vs the teacher.
-* ``alpha = 0`` (or ``teacher=None``): ground-truth fine-tuning on the user's own data; no teacher
-  is opened.
+The training data of a task is a mix of sets (:mod:`ocrslim.data.train`): the user's real data (labelled
+sets, or plain image folders that only the teacher supervises) and the synthetic data that keeps the scripts
+the real sets lack. Per batch:
 
-The loop, checkpoints, resume and DDP live in :mod:`ocrslim.compress.engine`; batches in :mod:`ocrslim.data.train`.
+* rec: ``alpha · T² KL(teacher_T ‖ student_T)`` per frame on every crop + ``(1 − alpha) · CTC`` on the
+  labelled ones (:func:`~ocrslim.compress.losses.ctc_kd_loss`, :func:`~ocrslim.compress.losses.ctc_gt_loss`).
+  The teacher's dictionary is mapped onto the student's (:func:`ocrslim.compress.charmap.class_index_map`:
+  PP-OCRv6 small has 18,708 characters, the v4 student 6,623; both emit W/8 frames). The KD target is the
+  teacher's :data:`TOP_K` most likely classes per frame (the rest of its mass is below float noise at T = 1).
+* det: ``(1 − alpha) · DB loss`` on labelled pages (unlabelled ones are masked out) ``+ alpha · w · KD``,
+  KD the BCE (or L2) between the student's and the teacher's probability maps on the same crop.
+
+``alpha = 0`` (or no teacher) is ground-truth fine-tuning on the user's own data; no teacher is opened.
+
+**The teacher runs once per (sample, augmentation).** Rec crops have no random augmentation and det pages a
+fixed set of ``views``, so the teacher's output is a function of the batch row's key (``RecBatch.keys`` /
+``DetBatch.keys``) and is cached in memory: the cached and the computed targets are the same arrays.
+
+Validation scores the student with the evaluate stage's own scorer (:mod:`ocrslim.eval.evaluate`) on the
+validation splits of the training sets, never on the dev sets. The loop, checkpoints, resume and DDP live in
+:mod:`ocrslim.compress.engine`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,28 +37,18 @@ from torch import nn
 
 from ocrslim.compress.charmap import class_index_map, coverage
 from ocrslim.compress.engine import fit
-from ocrslim.compress.losses import ctc_gt_loss, db_loss, det_kd_loss, rec_distill_loss
-from ocrslim.core.config import DetConfig, DistillConfig, RecConfig, to_dict
-from ocrslim.core.errors import ArtifactError, ConfigError, DataError
-from ocrslim.data.datasets import (
-    DetSample,
-    RecSample,
-    is_labelled_det_set,
-    load_det_dataset,
-    load_rec_dataset,
-    resolve_data_path,
-)
-from ocrslim.data.train import DetBatch, DetTrainSet, RecBatch, RecTrainSet, batch_indices
+from ocrslim.compress.losses import ctc_gt_loss, ctc_kd_loss, db_loss, det_kd_loss
+from ocrslim.core.config import DetConfig, DetTrainConfig, DistillConfig, RecConfig, RecTrainConfig, to_dict
+from ocrslim.core.errors import ArtifactError, DataError
+from ocrslim.data.datasets import DetSample, RecSample, detect_layout, load_det_dataset, load_rec_dataset
+from ocrslim.data.train import DetBatch, DetTrainSet, RecBatch, RecTrainSet, mix_counts
 from ocrslim.eval.evaluate import score_det, score_rec
 from ocrslim.infer.pipeline import OCR, Model
 
-__all__ = [
-    "DetData", "RecData", "det_data", "distill_det", "distill_rec", "distill_metrics", "finetune", "rec_data",
-]
+__all__ = ["TOP_K", "TaskData", "TeacherCache", "distill", "distill_metrics", "task_data"]
 
-
-def _quiet(_msg: str) -> None:
-    """Unreadable validation images are counted in the metrics, not printed every validation."""
+#: Teacher classes kept per rec frame as the KD target.
+TOP_K = 32
 
 
 class _ModuleRunner:
@@ -74,27 +69,91 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-# --------------------------------------------------------------------------------------------
-# Recognition
-# --------------------------------------------------------------------------------------------
+def _quiet(_msg: str) -> None:
+    """Unreadable validation images are counted in the metrics, not printed every validation."""
+
+
+# -------------------------------------------------------------------------------------------------- data
 @dataclasses.dataclass
-class RecData:
-    """A rec training set (encoded to the student's classes) and validation samples."""
+class TaskData:
+    """A task's training mix and validation samples."""
 
-    train: RecTrainSet
-    val: list[RecSample]
+    train: DetTrainSet | RecTrainSet
+    val: list[DetSample] | list[RecSample]
 
 
-def rec_data(cfg: DistillConfig, characters: Sequence[str], rec_cfg: RecConfig,
-             train: Sequence[str | Path] | None = None, val: Sequence[str | Path] | None = None) -> RecData:
-    """Load ``cfg.train_data_rec`` / ``cfg.val_data_rec`` (or the paths given) for a student dictionary."""
-    train_set = RecTrainSet(train or cfg.train_data_rec, characters, rec_cfg, width=cfg.rec_width)
-    val_samples = [s for p in (val if val is not None else cfg.val_data_rec) for s in load_rec_dataset(p, cfg.max_val)]
-    return RecData(train_set, val_samples)
+def _check_sets(paths: Sequence[str | Path], task: str, key: str) -> None:
+    """One-line errors for a training path that is missing or holds nothing usable (naming the key)."""
+    for p in paths:
+        found = detect_layout(p, task)
+        if not found.root.exists():
+            raise DataError(f"{key}: {p} not found. Fix the path (relative paths are read from the repo root), or "
+                            "run dvc repro split / data first.")
+        if found.kind == "none":
+            raise DataError(f"{key}: {p} holds no {task} samples (neither a labelled set nor a folder of images). "
+                            "Point it at a set or an image folder.")
+
+
+def task_data(task: str, cfg: DistillConfig, pre: DetConfig | RecConfig, characters: Sequence[str] | None = None,
+              train: Sequence[str | Path] | None = None, val: Sequence[str | Path] | None = None,
+              limit: int | None = None) -> TaskData:
+    """Load ``distill.<task>.train_data`` (mixed by ``mix``) and ``val_data`` (or the paths given).
+
+    ``limit``: at most this many training samples per set (benchmarks, smoke runs).
+
+    Raises:
+        DataError: a path is missing or empty (one line naming ``distill.<task>.train_data``), or a labelled
+            set is needed (``alpha < 1`` and no teacher) and only image folders were given.
+    """
+    t = cfg.task(task)
+    paths = list(train if train is not None else t.train_data)
+    _check_sets(paths, task, f"distill.{task}.train_data")
+    if not any(detect_layout(p, task).labelled for p in paths) and (t.alpha < 1.0 or not t.teacher):
+        raise DataError(f"distill.{task}.train_data: only unlabelled image folders, but distill.{task}.alpha is "
+                        f"{t.alpha}. Add a labelled set, or set distill.{task}.alpha 1 to train by KD alone.")
+    shares = t.mix if train is None else ()
+    val_paths = list(val if val is not None else t.val_data)
+    _check_sets(val_paths, task, f"distill.{task}.val_data")
+    if task == "rec":
+        assert isinstance(t, RecTrainConfig) and isinstance(pre, RecConfig)
+        train_set: DetTrainSet | RecTrainSet = RecTrainSet(paths, characters or [], pre, t.widths, shares, limit)
+        val_samples: list[Any] = [s for p in val_paths for s in load_rec_dataset(p, t.max_val)]
+    else:
+        assert isinstance(t, DetTrainConfig) and isinstance(pre, DetConfig)
+        train_set = DetTrainSet(paths, pre, size=t.size, shares=shares, scale=t.scale,
+                                views=t.views if t.cache_teacher else 0, limit=limit)
+        val_samples = [s for p in val_paths for s in load_det_dataset(p, t.max_val)]
+    for name, n in zip(train_set.names, train_set.sizes(), strict=True):
+        if n == 0:
+            raise DataError(f"distill.{task}.train_data: {name} has no usable samples (empty, or every label has "
+                            "characters outside the student's dictionary). Remove it or fix it.")
+    return TaskData(train_set, val_samples)
+
+
+# ----------------------------------------------------------------------------------------- teacher cache
+class TeacherCache:
+    """Teacher outputs by batch-row key, computed for the rows not seen yet (``enabled=False``: never kept)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.store: dict[Hashable, Any] = {}
+        self.hits = 0
+        self.computed = 0
+
+    def get(self, keys: Sequence[Hashable], images: np.ndarray, compute: Callable[[np.ndarray], list[Any]]
+            ) -> list[Any]:
+        """One entry per row: cached ones reused, the others computed from ``images[rows]`` (and kept)."""
+        missing = [r for r, k in enumerate(keys) if not (self.enabled and k in self.store)]
+        fresh = dict(zip(missing, compute(images[missing]), strict=True)) if missing else {}
+        self.computed += len(missing)
+        self.hits += len(keys) - len(missing)
+        if self.enabled:
+            self.store.update({keys[r]: v for r, v in fresh.items()})
+        return [fresh[r] if r in fresh else self.store[k] for r, k in enumerate(keys)]
 
 
 class _TeacherRec:
-    """Teacher probabilities on a rec batch, gathered onto the student's classes (optionally cached per sample)."""
+    """The rec teacher's KD target on the student's classes: top-:data:`TOP_K` probabilities per frame."""
 
     def __init__(self, teacher: Model, student_chars: Sequence[str], cache: bool) -> None:
         if teacher.characters is None:
@@ -103,146 +162,59 @@ class _TeacherRec:
         self.index = class_index_map(teacher.characters, student_chars)
         self.coverage = coverage(self.index)
         self.n_teacher = len(teacher.characters) + 2
-        self.cache: dict[int, np.ndarray] | None = {} if cache else None
+        self.n_student = len(student_chars) + 2
+        self.cache = TeacherCache(cache)
 
-    def _run(self, images: np.ndarray) -> np.ndarray:
+    def _compute(self, images: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         probs = self.teacher.runner(images)
         if probs.ndim != 3 or probs.shape[2] != self.n_teacher:
-            raise ArtifactError(
-                f"{self.teacher.source}: outputs {list(probs.shape)}, expected N×T×{self.n_teacher} (its dictionary "
-                "with blank and space). Pass the teacher's own dictionary."
-            )
-        # Gather onto student classes now (Cs ≪ Ct for a v6 teacher): what the loss and the cache need.
-        return probs[:, :, np.maximum(self.index, 0)]
+            raise ArtifactError(f"{self.teacher.source}: outputs {list(probs.shape)}, expected N×T×{self.n_teacher} "
+                                "(its dictionary with blank and space). Pass the teacher's own dictionary.")
+        gathered = np.where(self.index >= 0, probs[:, :, np.maximum(self.index, 0)], 0.0)  # N×T×Cs
+        top = np.argpartition(-gathered, TOP_K - 1, axis=2)[:, :, :TOP_K] if gathered.shape[2] > TOP_K else \
+            np.broadcast_to(np.arange(gathered.shape[2]), gathered.shape).copy()
+        vals = np.take_along_axis(gathered, top, axis=2)
+        return [(top[i].astype(np.int16), vals[i].astype(np.float16)) for i in range(len(images))]
 
     def __call__(self, batch: RecBatch) -> np.ndarray:
-        if self.cache is None:
-            return self._run(batch.images)
-        missing = [row for row, i in enumerate(batch.indices) if i not in self.cache]
-        if missing:
-            # Valid per sample: training crops have one fixed width, so a crop's input never depends on its batch.
-            # float16 log-probabilities, not probabilities: at temperature T the KD target is p^(1/T), so
-            # the tiny probabilities float16 would flush to 0 (below 6e-8) still matter.
-            for row, probs in zip(missing, self._run(batch.images[missing]), strict=True):
-                self.cache[batch.indices[row]] = np.log(np.maximum(probs, 1e-12)).astype(np.float16)
-        return np.exp(np.stack([self.cache[i] for i in batch.indices]).astype(np.float32))
+        """N×T×Cs probabilities (zero outside each frame's top-k), the same whether cached or computed."""
+        rows = self.cache.get(batch.keys, batch.images, self._compute)
+        n, t = len(rows), rows[0][0].shape[0]
+        out = np.zeros((n, t, self.n_student), dtype=np.float32)
+        for r, (idx, val) in enumerate(rows):
+            np.put_along_axis(out[r], idx.astype(np.int64), val.astype(np.float32), axis=1)
+        return out
 
     @property
     def loss_map(self) -> np.ndarray:
-        """The class map of the gathered probabilities: student class i → column i, or -1 (teacher lacks it)."""
+        """Student class i → column i of the gathered target, or -1 (the teacher lacks the character)."""
         return np.where(self.index >= 0, np.arange(len(self.index)), -1)
 
 
+class _TeacherDet:
+    """The det teacher's probability map of a crop, kept as uint8 (1/255 steps) when cached and when not."""
+
+    def __init__(self, teacher: Model, cache: bool) -> None:
+        self.teacher = teacher
+        self.cache = TeacherCache(cache)
+
+    def _compute(self, images: np.ndarray) -> list[np.ndarray]:
+        prob = np.asarray(self.teacher.runner(images), dtype=np.float32)
+        return [np.round(np.clip(p, 0.0, 1.0) * 255.0).astype(np.uint8) for p in prob]
+
+    def __call__(self, batch: DetBatch) -> np.ndarray:
+        keys = [k if k[2] >= 0 else (*k, id(batch), r) for r, k in enumerate(batch.keys)]  # fresh views never hit
+        maps = self.cache.get(keys, batch.images, self._compute)
+        return np.stack(maps).astype(np.float32) / 255.0
+
+
+# -------------------------------------------------------------------------------------------- metrics
 def rec_metrics(model: nn.Module, samples: Sequence[RecSample], characters: Sequence[str],
                 rec_cfg: RecConfig) -> dict[str, Any]:
     """Student accuracy / 1−NED / CER by the evaluate stage's scorer (call inside :func:`engine.evaluate`)."""
     ocr = OCR(None, Model("rec", _ModuleRunner(model), "student", characters=list(characters), rec_cfg=rec_cfg))
     res = score_rec(ocr, samples, warn=_quiet)
     return {**res["rec"], "skipped": res.get("skipped", 0)}
-
-
-def distill_rec(
-    student: nn.Module,
-    teacher: Model | None,
-    cfg: DistillConfig,
-    data: RecData,
-    out: str | os.PathLike[str],
-    *,
-    characters: Sequence[str],
-    rec_cfg: RecConfig | None = None,
-    max_steps: int | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Distill (or, with ``teacher=None`` / ``cfg.alpha == 0``, fine-tune) a CTC recogniser in place.
-
-    Args:
-        student: :class:`~ocrslim.models.rec.CTCRecognizer` (pruned or not); ``model(x, return_logits=True)``
-            gives N×T×Cs logits.
-        teacher: a rec :class:`~ocrslim.infer.pipeline.Model` (any runner) with ``characters``; forward only.
-        cfg: distillation settings.
-        data: :func:`rec_data`.
-        out: run directory (``ckpt/last.pt``, ``dvclive/``).
-        characters: the student's dictionary (``meta["characters"]``), without blank and space.
-        rec_cfg: the student's preprocessing, for validation (default: ``RecConfig()``).
-        max_steps: stop early as if killed (see :func:`ocrslim.compress.engine.fit`).
-
-    Returns:
-        A JSON-able report: ``mode``, ``teacher``, ``charmap_coverage``, data counts, ``fit`` (the
-        engine's history) and ``val`` (final validation metrics).
-    """
-    rec_cfg = rec_cfg or RecConfig()
-    if len(characters) + 2 != getattr(student, "num_classes", len(characters) + 2):
-        raise ArtifactError(
-            f"student: {student.num_classes} CTC classes but its dictionary gives {len(characters) + 2} "
-            "(with blank and space). Pass the student's own meta['characters']."
-        )
-    use_teacher = teacher is not None and cfg.alpha > 0
-    kd = _TeacherRec(teacher, characters, cfg.cache_teacher) if use_teacher and teacher is not None else None
-    loss_map = torch.as_tensor(kd.loss_map) if kd is not None else None
-    bs = cfg.batch_size_rec
-
-    def batch_fn(step: int, rank: int, world: int) -> RecBatch:
-        return data.train.batch(batch_indices(len(data.train), bs, step, cfg.seed, rank, world))
-
-    def loss_fn(model: nn.Module, batch: RecBatch) -> dict[str, torch.Tensor]:
-        device = _device_of(model)
-        logits = model(torch.from_numpy(batch.images).to(device), return_logits=True)
-        targets = torch.from_numpy(batch.targets).to(device)
-        lengths = torch.from_numpy(batch.lengths).to(device)
-        if kd is None or loss_map is None:
-            ctc = ctc_gt_loss(logits, targets, lengths)
-            return {"loss": ctc, "ctc": ctc}
-        probs = torch.from_numpy(kd(batch)).to(device)
-        return rec_distill_loss(logits, probs, loss_map.to(device), targets, lengths, alpha=cfg.alpha,
-                                T=cfg.temperature)
-
-    history = fit(
-        student, cfg, out, batch_fn=batch_fn, loss_fn=loss_fn,
-        metric_fn=lambda m: rec_metrics(m, data.val, characters, rec_cfg),
-        run={"task": "rec", "teacher": teacher.source if kd is not None and teacher is not None else None},
-        max_steps=max_steps, progress=progress,
-    )
-    return {
-        "task": "rec",
-        "mode": "distill" if kd is not None else "finetune",
-        "teacher": teacher.source if kd is not None and teacher is not None else None,
-        "charmap_coverage": kd.coverage if kd is not None else None,
-        "train_samples": len(data.train),
-        "skipped_chars": data.train.skipped_chars,
-        "skipped_images": data.train.skipped_images,
-        "val_samples": len(data.val),
-        "fit": history,
-        "val": history["val"],
-        "config": to_dict(cfg),
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# Detection
-# --------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class DetData:
-    """A det training set (random crops with DB targets) and validation pages."""
-
-    train: DetTrainSet
-    val: list[DetSample]
-
-
-def det_data(cfg: DistillConfig, det_cfg: DetConfig, train: Sequence[str | Path] | None = None,
-             val: Sequence[str | Path] | None = None) -> DetData:
-    """Load ``cfg.train_data_det`` / ``cfg.val_data_det`` (or the paths given)."""
-    paths = list(train or cfg.train_data_det)
-    kd_only = cfg.alpha >= 1.0
-    if not kd_only:
-        for p in paths:
-            if Path(resolve_data_path(p)).is_dir() and not is_labelled_det_set(p):
-                raise DataError(
-                    f"distill.train_data_det: {p} has no ground truth (no gt/ beside images/). Label it, or set "
-                    "distill.alpha 1 to train on unlabelled images by KD alone."
-                )
-    train_set = DetTrainSet(paths, det_cfg, size=cfg.det_size, scale=cfg.det_scale, unlabelled_ok=kd_only)
-    val_samples = [s for p in (val if val is not None else cfg.val_data_det) for s in load_det_dataset(p, cfg.max_val)]
-    return DetData(train_set, val_samples)
 
 
 def det_metrics(model: nn.Module, samples: Sequence[DetSample], det_cfg: DetConfig) -> dict[str, Any]:
@@ -252,105 +224,187 @@ def det_metrics(model: nn.Module, samples: Sequence[DetSample], det_cfg: DetConf
     return {**res["det"], "skipped": res.get("skipped", 0)}
 
 
-def distill_det(
+def _by_set(samples: Sequence[Any]) -> dict[str, list[Any]]:
+    """Validation samples grouped by the set (folder) they come from, for per-set metrics."""
+    out: dict[str, list[Any]] = {}
+    for s in samples:
+        parts = [p for p in Path(s.image).parts if p not in ("images", "det", "rec")]
+        out.setdefault(parts[-2] if len(parts) >= 2 else "val", []).append(s)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- training
+def distill(
+    task: str,
     student: nn.Module,
     teacher: Model | None,
     cfg: DistillConfig,
-    data: DetData,
+    data: TaskData,
     out: str | os.PathLike[str],
     *,
-    det_cfg: DetConfig | None = None,
+    pre: DetConfig | RecConfig,
+    characters: Sequence[str] | None = None,
     max_steps: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Distill (or, with ``teacher=None`` / ``cfg.alpha == 0``, fine-tune) a DBNet in place.
+    """Distill (or, with ``teacher=None`` / alpha 0, fine-tune) a student of ``task`` in place.
 
     Args:
-        student: :class:`~ocrslim.models.det.DBNet` (pruned or not). A DB threshold branch sized to
-            the (pruned) neck is added if missing, initialised from ``cfg.seed``.
-        teacher: a det :class:`~ocrslim.infer.pipeline.Model` whose runner maps N×3×S×S to N×1×S×S probabilities.
-        cfg, data, out, max_steps, progress: as :func:`distill_rec`.
-        det_cfg: the student's preprocessing, for validation (default: ``DetConfig()``).
+        task: "det" (a :class:`~ocrslim.models.det.DBNet`; a DB threshold branch sized to the (pruned) neck is
+            added if missing, seeded) or "rec" (a :class:`~ocrslim.models.rec.CTCRecognizer`).
+        teacher: a :class:`~ocrslim.infer.pipeline.Model` of the task (any runner), forward only.
+        cfg: distillation settings (``cfg.det`` / ``cfg.rec`` and the shared schedule).
+        data: :func:`task_data`.
+        out: run directory (``ckpt/last.safetensors``, ``dvclive/``).
+        pre: the student's preprocessing (validation runs through the real pipeline with it).
+        characters: rec: the student's dictionary, without blank and space.
+        max_steps: stop early as if killed (see :func:`ocrslim.compress.engine.fit`).
 
     Returns:
-        The report of :func:`distill_rec`, ``val`` holding ``precision``/``recall``/``hmean``.
+        A JSON-able report: ``mode``, ``teacher``, per-set data counts and batch shares, the teacher cache's
+        use, ``fit`` (the engine's history) and ``val`` (final validation metrics, also per set).
     """
-    det_cfg = det_cfg or DetConfig()
-    head = getattr(student, "head", None)
-    if not hasattr(head, "enable_threshold"):
-        raise ArtifactError(
-            f"student: {type(student).__name__} has no DB head. Pass a DBNet (artifacts/pruned/det.pt)."
-        )
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)  # the new branch's initial weights are part of the run's identity
-        head.enable_threshold()
-    use_teacher = teacher is not None and cfg.alpha > 0
-    bs = cfg.batch_size_det
+    t = cfg.task(task)
+    use_teacher = teacher is not None and t.alpha > 0
+    bs = t.batch_size
+    extra: dict[str, Any] = {}
+    if task == "rec":
+        chars = list(characters or [])
+        if len(chars) + 2 != getattr(student, "num_classes", len(chars) + 2):
+            raise ArtifactError(f"student: {student.num_classes} CTC classes but its dictionary gives "
+                                f"{len(chars) + 2} (with blank and space). Pass the student's own meta['characters'].")
+        assert isinstance(data.train, RecTrainSet) and isinstance(t, RecTrainConfig) and isinstance(pre, RecConfig)
+        kd_rec = _TeacherRec(teacher, chars, t.cache_teacher) if use_teacher and teacher is not None else None
+        extra["charmap_coverage"] = kd_rec.coverage if kd_rec is not None else None
+        loss_map = torch.as_tensor(kd_rec.loss_map) if kd_rec is not None else None
+        train_rec: RecTrainSet = data.train
 
-    def batch_fn(step: int, rank: int, world: int) -> DetBatch:
-        idx = batch_indices(len(data.train), bs, step, cfg.seed, rank, world)
-        return data.train.batch(idx, np.random.default_rng((cfg.seed, step, rank)))
+        def batch_fn(step: int, rank: int, world: int) -> Any:
+            return train_rec.batch(train_rec.draw(bs, step, cfg.seed, rank, world))
 
-    def loss_fn(model: nn.Module, batch: DetBatch) -> dict[str, torch.Tensor]:
-        device = _device_of(model)
-        pred = model(torch.from_numpy(batch.images).to(device))
-        parts: dict[str, torch.Tensor] = {}
-        if not use_teacher or cfg.alpha < 1.0:  # alpha 1 = KD only: the images need no ground truth
-            db = db_loss(pred, batch.gt_prob, batch.gt_mask, batch.gt_thresh, batch.gt_thresh_mask)
-            parts = {"db": db["loss"], "db_prob": db["prob"], "db_thresh": db["thresh"], "db_binary": db["binary"]}
-        if not use_teacher or teacher is None:
-            return {"loss": parts["db"], **parts}
-        t_prob = torch.from_numpy(np.asarray(teacher.runner(batch.images), dtype=np.float32)).to(device)
-        kd = cfg.det_kd_weight * det_kd_loss(pred["prob"], t_prob, kind=cfg.det_kd)
-        if not parts:
-            return {"loss": kd, "kd": kd}
-        return {"loss": (1.0 - cfg.alpha) * parts["db"] + cfg.alpha * kd, "kd": kd, **parts}
+        def loss_fn(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+            device = _device_of(model)
+            logits = model(torch.from_numpy(batch.images).to(device), return_logits=True)
+            parts: dict[str, torch.Tensor] = {}
+            rows = torch.from_numpy(np.flatnonzero(batch.labelled)).to(device)
+            if len(rows):
+                parts["ctc"] = ctc_gt_loss(logits.index_select(0, rows), torch.from_numpy(batch.targets).to(device)
+                                           .index_select(0, rows), torch.from_numpy(batch.lengths).to(device)
+                                           .index_select(0, rows))
+            if kd_rec is not None and loss_map is not None:
+                target = torch.from_numpy(kd_rec(batch)).to(device)
+                parts["kd"] = ctc_kd_loss(logits, target, loss_map.to(device), t.temperature)
+            return {"loss": _mix(parts, "ctc", t.alpha), **parts}
 
-    history = fit(
-        student, cfg, out, batch_fn=batch_fn, loss_fn=loss_fn,
-        metric_fn=lambda m: det_metrics(m, data.val, det_cfg),
-        run={"task": "det", "teacher": teacher.source if use_teacher and teacher is not None else None},
-        max_steps=max_steps, progress=progress,
-    )
+        def metric_fn(m: nn.Module) -> dict[str, Any]:
+            return _val(data.val, lambda s: rec_metrics(m, s, chars, pre))
+
+        cache = kd_rec.cache if kd_rec is not None else None
+    else:
+        assert isinstance(data.train, DetTrainSet) and isinstance(t, DetTrainConfig) and isinstance(pre, DetConfig)
+        head = getattr(student, "head", None)
+        if not hasattr(head, "enable_threshold"):
+            raise ArtifactError(f"student: {type(student).__name__} has no DB head. Pass a DBNet.")
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)  # the new branch's initial weights are part of the run's identity
+            head.enable_threshold()
+        kd_det = _TeacherDet(teacher, t.cache_teacher) if use_teacher and teacher is not None else None
+        train_det: DetTrainSet = data.train
+
+        def batch_fn(step: int, rank: int, world: int) -> Any:
+            return train_det.batch(train_det.draw(bs, step, cfg.seed, rank, world),
+                                   np.random.default_rng((cfg.seed, step, rank)), cfg.seed)
+
+        def loss_fn(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+            device = _device_of(model)
+            pred = model(torch.from_numpy(batch.images).to(device))
+            parts: dict[str, torch.Tensor] = {}
+            if batch.labelled.any() and t.alpha < 1.0:
+                db = db_loss(pred, batch.gt_prob, batch.gt_mask, batch.gt_thresh, batch.gt_thresh_mask)
+                parts.update(db=db["loss"], db_prob=db["prob"], db_thresh=db["thresh"], db_binary=db["binary"])
+            if kd_det is not None:
+                t_prob = torch.from_numpy(kd_det(batch)).to(device)
+                parts["kd"] = t.kd_weight * det_kd_loss(pred["prob"], t_prob, kind=t.kd)
+            return {"loss": _mix(parts, "db", t.alpha), **parts}
+
+        def metric_fn(m: nn.Module) -> dict[str, Any]:
+            return _val(data.val, lambda s: det_metrics(m, s, pre))
+
+        cache = kd_det.cache if kd_det is not None else None
+
+    run = {"task": task, "teacher": teacher.source if use_teacher and teacher is not None else None,
+           "section": to_dict(t), "sets": data.train.names}
+    history = fit(student, cfg.fit(task), out, batch_fn=batch_fn, loss_fn=loss_fn, metric_fn=metric_fn, run=run,
+                  max_steps=max_steps, progress=progress)
+    counts = mix_counts(data.train.shares, data.train.sizes(), bs)
+    timing = {k: history.pop(k) for k in ("seconds", "cpu_seconds", "steps_per_s") if k in history}
     return {
-        "task": "det",
+        "task": task,
         "mode": "distill" if use_teacher else "finetune",
-        "teacher": teacher.source if use_teacher and teacher is not None else None,
-        "train_samples": len(data.train),
+        "teacher": run["teacher"],
+        **extra,
+        "train_sets": [{"path": n, "samples": s, "per_batch": c}
+                       for n, s, c in zip(data.train.names, data.train.sizes(), counts, strict=True)],
+        "skipped_chars": getattr(data.train, "skipped_chars", 0),
         "skipped_images": data.train.skipped_images,
         "val_samples": len(data.val),
+        "teacher_cache": {"computed": cache.computed, "reused": cache.hits} if cache is not None else None,
         "fit": history,
         "val": history["val"],
-        "config": to_dict(cfg),
+        "config": to_dict(t),
+        "timing": timing,  # wall and CPU time: not part of the outputs (they would differ on every run)
     }
 
 
-def finetune(task: str, student: nn.Module, cfg: DistillConfig, data: RecData | DetData,
-             out: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
-    """Ground-truth-only training ("local fine-tuning" on users' own data): no teacher, alpha 0.
+def _mix(parts: dict[str, torch.Tensor], gt: str, alpha: float) -> torch.Tensor:
+    """``alpha · kd + (1 − alpha) · gt``; one term alone when the batch has only that one."""
+    if "kd" in parts and gt in parts:
+        return alpha * parts["kd"] + (1.0 - alpha) * parts[gt]
+    if gt in parts:
+        return parts[gt]
+    if "kd" in parts:
+        return parts["kd"]
+    raise DataError("distill: a batch with neither labels nor a teacher. Give a teacher or labelled data.")
 
-    >>> data = rec_data(cfg, chars, RecConfig(), train=["my_crops/"], val=["my_val/"])  # doctest: +SKIP
-    >>> report = finetune("rec", model, cfg, data, "runs/ft", characters=chars)  # doctest: +SKIP
-    """
-    cfg = dataclasses.replace(cfg, alpha=0.0)
-    if task == "rec" and isinstance(data, RecData):
-        return distill_rec(student, None, cfg, data, out, **kwargs)
-    if task == "det" and isinstance(data, DetData):
-        return distill_det(student, None, cfg, data, out, **kwargs)
-    raise ConfigError(f"finetune: task {task!r} with {type(data).__name__}. Pass 'rec' with rec_data(...) or 'det' "
-                      "with det_data(...).")
+
+def _val(samples: Sequence[Any], score: Callable[[Sequence[Any]], dict[str, Any]]) -> dict[str, Any]:
+    """Metrics on all validation samples, plus per set (``<set>/<metric>``)."""
+    out = score(samples) if samples else {}
+    groups = _by_set(samples)
+    if len(groups) > 1:
+        for name, group in groups.items():
+            out.update({f"{name}/{k}": v for k, v in score(group).items() if k != "skipped"})
+    return out
+
+
+def score_student(task: str, model: nn.Module, samples: Sequence[Any], pre: DetConfig | RecConfig,
+                  characters: Sequence[str] | None = None) -> dict[str, Any]:
+    """A student's validation metrics, overall and per set, as :func:`distill` reports them (eval mode, no grad)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if task == "rec":
+                assert isinstance(pre, RecConfig)
+                return _val(samples, lambda s: rec_metrics(model, s, list(characters or []), pre))
+            assert isinstance(pre, DetConfig)
+            return _val(samples, lambda s: det_metrics(model, s, pre))
+    finally:
+        model.train(was_training)
 
 
 def distill_metrics(report: dict[str, Any]) -> dict[str, Any]:
-    """The numbers of a report for a DVC metrics file: mode, steps, validation and last training losses,
-    data counts, and the CPU minutes of this run (``resumed`` says whether it continued a killed one)."""
-    fit = report["fit"]
-    out: dict[str, Any] = {"mode": report["mode"], "steps": fit["end_step"], "resumed": fit["resumed"]}
-    if fit.get("cpu_seconds") is not None:
-        out["cpu_minutes"] = round(fit["cpu_seconds"] / 60, 1)
+    """The numbers of a report for a DVC metrics file: mode, steps, validation and last training losses, data
+    counts and teacher forwards. No wall times: a rerun (or a resumed run) with the same inputs writes the same file."""
+    fit_ = report["fit"]
+    out: dict[str, Any] = {"mode": report["mode"], "steps": fit_["end_step"]}
     out.update({f"val_{k}": v for k, v in (report.get("val") or {}).items()})
-    out.update({f"train_{k}": round(v, 6) for k, v in (report["fit"].get("train") or {}).items()})
-    for k in ("train_samples", "skipped_chars", "skipped_images", "charmap_coverage"):
+    out.update({f"train_{k}": round(v, 6) for k, v in (fit_.get("train") or {}).items()})
+    for k in ("skipped_chars", "skipped_images", "charmap_coverage"):
         if report.get(k) is not None:
             out[k] = report[k]
+    out["train_samples"] = sum(s["samples"] for s in report.get("train_sets", []))
+    if report.get("teacher_cache"):
+        out["teacher_forwards"] = report["teacher_cache"]["computed"]
+        out["teacher_reused"] = report["teacher_cache"]["reused"]
     return out

@@ -42,7 +42,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ocrslim.core.config import DistillConfig, to_dict
+from ocrslim.core.config import FitConfig, to_dict
 from ocrslim.core.errors import ArtifactError, ConfigError
 from ocrslim.models.io import pack, read_safetensors, unpack, write_safetensors
 
@@ -61,8 +61,7 @@ __all__ = [
 
 CKPT_FORMAT = "ocrslim-ckpt/2"
 # Config fields that do not change the trained weights: a checkpoint stays resumable across them.
-_RUNTIME_FIELDS = ("steps", "eval_every", "ckpt_every", "threads", "device", "max_val", "val_data_det",
-                   "val_data_rec")
+_RUNTIME_FIELDS = ("steps", "eval_every", "ckpt_every", "threads", "device", "max_val", "val_data", "channels_last")
 
 Batch = Any
 LossFn = Callable[[nn.Module, Batch], dict[str, torch.Tensor]]
@@ -138,10 +137,10 @@ def _broadcast_state(model: nn.Module, buffers_only: bool) -> None:
 # --------------------------------------------------------------------------------------------
 # Schedule, parameter groups, freezing
 # --------------------------------------------------------------------------------------------
-def lr_at(step: int, cfg: DistillConfig) -> float:
+def lr_at(step: int, cfg: FitConfig) -> float:
     """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then cosine or step decay.
 
-    >>> cfg = DistillConfig(lr=1e-3, warmup_steps=10, steps=110)
+    >>> cfg = FitConfig(lr=1e-3, warmup_steps=10, steps=110)
     >>> lr_at(0, cfg), lr_at(9, cfg), round(lr_at(60, cfg), 6), lr_at(110, cfg)
     (0.0001, 0.001, 0.0005, 0.0)
     """
@@ -300,7 +299,7 @@ def _numbers(d: dict[str, Any], prefix: str) -> dict[str, float]:
 
 def fit(
     model: nn.Module,
-    cfg: DistillConfig,
+    cfg: FitConfig,
     out: str | os.PathLike[str],
     *,
     batch_fn: BatchFn,
@@ -310,7 +309,7 @@ def fit(
     max_steps: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``model`` in place for ``cfg.steps`` optimizer steps, resuming from ``<out>/ckpt/last.pt``.
+    """Train ``model`` in place for ``cfg.steps`` optimizer steps, resuming from ``<out>/ckpt/last.safetensors``.
 
     Args:
         model: the student (any module; ``model.backbone`` is frozen for ``cfg.freeze_backbone_steps``).
@@ -346,12 +345,15 @@ def fit(
             f"{type(model).__name__} has no .backbone. Set it to 0 for this model."
         )
     model.to(device)
+    if device.type == "cpu" and cfg.channels_last:  # oneDNN convolutions run faster in NHWC
+        model.to(memory_format=torch.channels_last)
     config = to_dict(cfg)
     key = {
         "config": {k: v for k, v in config.items() if k not in _RUNTIME_FIELDS},
         "world": info.world,
         "student": model_fingerprint(model),
-        **(run or {}),
+        **{k: ({kk: vv for kk, vv in v.items() if kk not in _RUNTIME_FIELDS} if isinstance(v, dict) else v)
+           for k, v in (run or {}).items()},
     }
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     ckpt_path = out / "ckpt" / "last.safetensors"
@@ -439,6 +441,7 @@ def fit(
 
     seconds = time.perf_counter() - t0
     torch.set_num_threads(threads_before)
+    model.to(memory_format=torch.contiguous_format)
     model.eval()
     return {
         "start_step": start,

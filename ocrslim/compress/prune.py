@@ -18,6 +18,7 @@ True
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import tempfile
 import time
@@ -30,12 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ocrslim.compress.reconstruct import kept_channels, low_rank_head, reconstruct
 from ocrslim.core.config import DetConfig, PruneConfig, RecConfig, StudentConfig
-from ocrslim.core.errors import ArtifactError, ConfigError
+from ocrslim.core.errors import ArtifactError, ConfigError, DataError
 
 __all__ = [
     "calibration_input", "count_params_macs", "example_input", "make_student", "onnx_bytes", "prune_metrics",
-    "prune_model", "resolve_ignored",
+    "prune_model", "recon_inputs", "resolve_ignored",
 ]
 
 _TASKS = ("det", "rec")
@@ -194,6 +196,44 @@ def calibration_input(task: str, n: int = 8, pre: Pre | None = None) -> torch.Te
     return torch.from_numpy(np.stack([normalize(text_image(h, w, seed=i), p.mean, p.std) for i in range(n)]))
 
 
+def recon_inputs(task: str, cfg: PruneConfig, pre: Pre | None = None) -> torch.Tensor:
+    """Real inputs for the least-squares reconstruction: ``cfg.calib_samples(task)`` training crops (rec, resized
+    to ``cfg.rec_width``) or pages (det, ``cfg.det_size`` crops at the inference scale), drawn evenly from the sets
+    of ``cfg.calib_data(task)`` with a fixed seed, preprocessed as the runners do (labels are not needed).
+
+    Raises:
+        DataError: a calibration set is missing or holds no readable image.
+    """
+    import dataclasses as dc
+
+    from ocrslim.data.datasets import detect_layout, load_rec_dataset, load_rec_images, read_sample_image
+    from ocrslim.data.train import DetTrainSet
+    from ocrslim.infer.preprocess import rec_preprocess
+
+    p = _pre(task, pre)
+    n = cfg.calib_samples(task)
+    rng = np.random.default_rng(0)
+    paths = cfg.calib_data(task)
+    for path in paths:
+        if not detect_layout(path, task).root.exists():
+            raise DataError(f"prune.calib_data_{task}: {path} not found. Run dvc repro split / data first, or fix "
+                            "the path.")
+    per = -(-n // max(1, len(paths)))
+    if task == "rec":
+        crops = []
+        for path in paths:
+            samples = load_rec_dataset(path) if detect_layout(path, "rec").labelled else load_rec_images(path)
+            crops += [img for i in rng.permutation(len(samples))[:per]
+                      if (img := read_sample_image(samples[int(i)])) is not None]
+        if not crops:
+            raise DataError(f"prune.calib_data_rec: no readable crop in {', '.join(paths)}. Point it at crops.")
+        rec_cfg = dc.replace(p, min_width=cfg.rec_width, max_width=cfg.rec_width)  # type: ignore[type-var]
+        return torch.from_numpy(rec_preprocess(crops[:n], rec_cfg))
+    det_set = DetTrainSet(paths, p, size=cfg.det_size[0])  # type: ignore[arg-type]
+    picks = [(k, int(i), 0) for k, s in enumerate(det_set.sets) for i in rng.permutation(len(s))[:per]][:n]
+    return torch.from_numpy(det_set.batch(picks, rng).images)
+
+
 def _input_means(model: nn.Module, x: torch.Tensor) -> dict[int, torch.Tensor]:
     """Per-channel mean of the input of every dense (groups=1) conv and linear layer on ``x``."""
     means: dict[int, torch.Tensor] = {}
@@ -256,7 +296,7 @@ def _out_channels(model: nn.Module) -> dict[str, int]:
 
 def prune_model(
     model: nn.Module, task: str, cfg: PruneConfig, example: torch.Tensor, *, measure_onnx: bool = True,
-    calib: torch.Tensor | None = None, pre: Pre | None = None,
+    calib: torch.Tensor | None = None, pre: Pre | None = None, recon_calib: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Prune ``model`` in place: L1-norm (``MagnitudeImportance(p=1)``) channel groups on the DepGraph.
 
@@ -271,6 +311,8 @@ def prune_model(
         calib: images whose per-channel activation means are folded into the consumers of removed
             channels (``cfg.compensate``); default :func:`calibration_input`.
         pre: the model's preprocessing (its meta's DetConfig / RecConfig); default the task's defaults.
+        recon_calib: real inputs (training crops / pages, normalised) for the least-squares reconstruction
+            (``cfg.reconstruct``, :mod:`ocrslim.compress.reconstruct`); default rendered text.
 
     Returns:
         A JSON-able report: ``params_before/after``, ``macs_before/after``, ``onnx_bytes_before/after``
@@ -297,7 +339,7 @@ def prune_model(
     key = f"prune.ignore_{task}"
     ignored = resolve_ignored(model, cfg.ignore(task), key)
     names = {id(m): n for n, m in model.named_modules()}
-    head_shapes = {n: tuple(p.shape) for n, p in head.named_parameters()} if head is not None else {}
+    head_out = getattr(head, "out_channels", None)
 
     params_before, macs_before = count_params_macs(model, example)
     out_before = _out_channels(model)
@@ -305,12 +347,16 @@ def prune_model(
     bytes_before = onnx_bytes(model, task, pre=pre) if measure_onnx else None
 
     skipped = compensated = 0
-    if ratio > 0:
+    reconstruction: dict[str, Any] | None = None
+    low_rank: dict[str, Any] | None = None
+    original: nn.Module | None = None
+    if ratio > 0 or any(r > 0 for _, r in cfg.layer_ratios(task)):
         frozen = _frozen_modules(ignored)
         with warnings.catch_warnings():
             # PP-LCNetV3's LearnableAffineBlock holds 1-element scale/bias: nothing to prune there.
             warnings.filterwarnings("ignore", message="Unwrapped parameters")
             keep, skipped = protected_layers(model, example, ignored)
+            keep += resolve_ignored(model, cfg.keep_out(task), f"prune.keep_out_{task}") if cfg.keep_out(task) else []
             pruner = tp.pruner.MetaPruner(
                 model,
                 example,
@@ -319,18 +365,33 @@ def prune_model(
                 pruning_ratio=ratio,
                 max_pruning_ratio=_MAX_GROUP_RATIO,
                 ignored_layers=keep,
+                pruning_ratio_dict={m: r for glob, r in cfg.layer_ratios(task)
+                                    for m in resolve_ignored(model, [glob], f"prune.ratios_{task}")} or None,
                 root_module_types=list(_ROOT_TYPES),
                 round_to=cfg.round_to if cfg.round_to > 1 else None,
             )
             means = _input_means(model, calib if calib is not None else calibration_input(task, pre=pre)) \
                 if cfg.compensate else {}
+            original = copy.deepcopy(model) if cfg.reconstruct else None
+            module_names = {id(m): n for n, m in model.named_modules()}
+            sizes = _out_channels(model)
+            kept: dict[str, torch.Tensor] = {}
             for group in pruner.step(interactive=True):
                 if _touches(group, frozen):  # a bug, not a user error: protected_layers missed a group
                     raise RuntimeError(f"prune {task}: torch-pruning returned a group touching an ignored layer")
                 compensated += _compensate(group, pruner.DG, means) if means else 0
+                kept_channels(group.items, pruner.DG, module_names, sizes, kept)
                 group.prune()
         model.zero_grad(set_to_none=True)
         model.eval()
+        if original is not None:
+            batch = recon_calib if recon_calib is not None else calibration_input(task, n=16, pre=pre)
+            frozen_names = {n for n, m in model.named_modules() if id(m) in frozen}
+            reconstruction = reconstruct(model, original, kept, batch, frozen=frozen_names.__contains__)
+    if task == "rec" and cfg.head_rank_rec > 0:
+        batch = recon_calib if recon_calib is not None else calibration_input(task, n=16, pre=pre)
+        low_rank = low_rank_head(model, cfg.head_rank_rec, batch, reference=original)
+    original = None
 
     params_after, macs_after = count_params_macs(model, example)
     y = _forward(model, example)
@@ -341,27 +402,28 @@ def prune_model(
         )
     if not torch.isfinite(y).all():
         raise ArtifactError(f"prune {task}: the pruned model outputs NaN/inf. Lower prune.ratio and re-run.")
-    if head is not None:
-        changed = [n for n, p in head.named_parameters() if tuple(p.shape) != head_shapes.get(n)]
-        if changed:
-            raise ArtifactError(
-                f"prune {task}: head parameter head.{changed[0]} changed shape. Keep 'head.*' in {key}."
-            )
+    if head is not None and getattr(head, "out_channels", None) != head_out:
+        raise ArtifactError(f"prune {task}: the head's output channels changed. Keep 'head.*' in {key} or "
+                            f"prune.keep_out_{task}.")
     out_after = _out_channels(model)
     pruned = {n: [out_before[n], c] for n, c in out_after.items() if n in out_before and out_before[n] != c}
 
     report = _report(
         task, (params_before, macs_before), (params_after, macs_after), example, list(shape_before),
-        pruned_layers=pruned, groups_skipped=skipped, layers_compensated=compensated,
+        pruned_layers=pruned, groups_skipped=skipped, layers_compensated=compensated, reconstruction=reconstruction,
+        low_rank_head=low_rank,
         ignored=[names[id(m)] for m in ignored],
-        config={"ratio": ratio, "mode": cfg.mode, "compensate": cfg.compensate, "ignore": list(cfg.ignore(task)),
+        config={"ratio": ratio, "ratios": [f"{g}={r}" for g, r in cfg.layer_ratios(task)], "mode": cfg.mode,
+                "compensate": cfg.compensate, "reconstruct": cfg.reconstruct, "ignore": list(cfg.ignore(task)),
+                "keep_out": list(cfg.keep_out(task)), "head_rank": cfg.head_rank_rec if task == "rec" else 0,
                 "round_to": cfg.round_to},
     )
     if measure_onnx:
-        bytes_after = onnx_bytes(model, task, pre=pre) if ratio > 0 else bytes_before
+        changed = cfg.prunes(task)
+        bytes_after = onnx_bytes(model, task, pre=pre) if changed else bytes_before
         report["onnx_bytes_before"] = bytes_before
         report["onnx_bytes_after"] = bytes_after
-        if ratio > 0 and bytes_after is not None and bytes_before is not None and bytes_after >= bytes_before:
+        if changed and bytes_after is not None and bytes_before is not None and bytes_after >= bytes_before:
             raise ArtifactError(
                 f"prune {task}: the ONNX file did not shrink ({bytes_before} -> {bytes_after} bytes) at ratio "
                 f"{ratio}. Check {key}: it may protect every prunable group."
@@ -419,7 +481,9 @@ def make_student(
     example = example_input(task, cfg, pre)
     keep = charset_keep(characters or [], cfg.charset) if task == "rec" and cfg.charset else None
     if name == "pruned":
-        report = prune_model(teacher, task, cfg, example, measure_onnx=measure_onnx, pre=pre)
+        recon = recon_inputs(task, cfg, pre) if cfg.prunes(task) and (
+            cfg.reconstruct or (task == "rec" and cfg.head_rank_rec > 0)) else None
+        report = prune_model(teacher, task, cfg, example, measure_onnx=measure_onnx, pre=pre, recon_calib=recon)
         if keep is not None:
             report.update(restrict_charset(teacher, characters or [], keep))
             _after(teacher, report, example, measure_onnx, pre)

@@ -158,7 +158,11 @@ class EvalConfig:
 # Loading
 # --------------------------------------------------------------------------------------------
 def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Convert a YAML value to the annotated field type (tuples, optionals, paths, numbers)."""
+    """Convert a YAML value to the annotated field type (nested sections, tuples, optionals, paths, numbers)."""
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a section (mapping), got {value!r}. Fix it in conf/.")
+        return from_dict(tp, value, key)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -247,8 +251,10 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     """Dataclass → plain JSON-able dict (tuples become lists)."""
 
     def fix(v: Any) -> Any:
-        if isinstance(v, tuple):
+        if isinstance(v, (tuple, list)):
             return [fix(x) for x in v]
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
         if isinstance(v, Path):
             return str(v)
         return v
@@ -334,6 +340,9 @@ class CalibrateConfig:
                f"is {self.weight_quantize_method!r}, must be MAX_ABS or ADMM")
 
 
+_SPLITS = "data/splits"  # where the split stage writes the train/val parts of the training sets
+
+
 @dataclasses.dataclass(frozen=True)
 class SplitConfig:
     """Validation splits of the user's training sets (``split`` stage, :mod:`ocrslim.data.splits`).
@@ -400,9 +409,29 @@ class PruneConfig:
     # rec: the SVTR transformer (attention heads must keep dividing the width, LayerNorm-tied residual
     # stream) and the CTC head.
     ignore_rec: tuple[str, ...] = ("neck.svtr_block.*", "neck.norm", "head.*")
+    # layers whose *output* channels stay while their inputs may be pruned (torch-pruning's own ignored_layers):
+    # e.g. rec "head.*" keeps the CTC classes but lets the width feeding them shrink
+    keep_out_det: tuple[str, ...] = ()
+    keep_out_rec: tuple[str, ...] = ()
+    # per-layer ratios, "module-glob=ratio", overriding the task's ratio for the groups rooted in those modules
+    # (e.g. "backbone.blocks6=0.5": the widest stage, where the parameters are, pruned harder)
+    ratios_det: tuple[str, ...] = ()
+    ratios_rec: tuple[str, ...] = ()
+    # rec: replace the CTC head's linear layer by a rank-r pair (activation PCA, then least squares on the
+    # calibration inputs); the 6,625-class head is the largest layer of PP-OCRv4 rec. 0 = keep it full rank
+    head_rank_rec: int = 0
     round_to: int = 8  # keep widths SIMD-friendly (1 = no rounding)
     # fold the mean activation of each removed channel into the next layer's bias (measured on rendered text)
     compensate: bool = True
+    # refit every layer by least squares to reproduce the unpruned model's outputs on real training inputs
+    # (ocrslim.compress.reconstruct): the pruned model starts close to the teacher instead of reading nothing
+    reconstruct: bool = True
+    # the real inputs it is fitted on: training pages / crops (never the dev sets), this many per task
+    calib_data_det: tuple[str, ...] = (f"{_SPLITS}/sroie_train/det/train.split.json", "data/synth/det/train")
+    calib_data_rec: tuple[str, ...] = (f"{_SPLITS}/sroie_train/rec/train.split.json",
+                                       f"{_SPLITS}/ic15_words_train/rec/train.split.json", "data/synth/rec/train")
+    calib_samples_det: int = 16
+    calib_samples_rec: int = 96
     det_size: tuple[int, int] = (640, 640)  # (H, W) of the det input traced and used to count MACs
     rec_width: int = 320  # width of the 48×W rec input traced and used to count MACs
     # rec vocabulary pruning: keep only these characters' CTC classes (null = all; "ascii" = printable
@@ -420,10 +449,46 @@ class PruneConfig:
         h, w = self.det_size
         _check(h % 32 == 0 and w % 32 == 0 and h > 0 and w > 0, "prune.det_size", "must be multiples of 32")
         _check(self.rec_width % 8 == 0 and self.rec_width > 0, "prune.rec_width", "must be a multiple of 8")
+        _check(self.calib_samples_det >= 1 and self.calib_samples_rec >= 1, "prune.calib_samples_det/rec",
+               "must be >= 1")
+        _check(self.head_rank_rec >= 0, "prune.head_rank_rec", "must be >= 0 (0 keeps the full head)")
+        for task in ("det", "rec"):
+            for item in self.layer_ratios(task):
+                _check(0.0 <= item[1] <= 0.9, f"prune.ratios_{task}",
+                       f"ratio {item[1]} of {item[0]!r} must be in [0, 0.9]")
+
+    def prunes(self, task: str) -> bool:
+        """Whether ``task``'s student loses any channel (a ratio, a per-layer ratio, or a low-rank head)."""
+        return self.task_ratio(task) > 0 or any(r > 0 for _, r in self.layer_ratios(task)) \
+            or (task == "rec" and self.head_rank_rec > 0)
+
+    def layer_ratios(self, task: str) -> list[tuple[str, float]]:
+        """``(glob, ratio)`` pairs of ``prune.ratios_<task>``."""
+        out = []
+        for item in self.ratios_det if task == "det" else self.ratios_rec:
+            glob, sep, value = item.rpartition("=")
+            try:
+                ratio = float(value)
+            except ValueError:
+                ratio = float("nan")
+            _check(bool(sep) and bool(glob) and ratio == ratio, f"prune.ratios_{task}",
+                   f"item {item!r} is not 'module-glob=ratio' (e.g. backbone.blocks6=0.5)")
+            out.append((glob, ratio))
+        return out
+
+    def calib_data(self, task: str) -> tuple[str, ...]:
+        return self.calib_data_det if task == "det" else self.calib_data_rec
+
+    def calib_samples(self, task: str) -> int:
+        return self.calib_samples_det if task == "det" else self.calib_samples_rec
 
     def ignore(self, task: str) -> tuple[str, ...]:
         """The ignore patterns of ``task`` ("det" or "rec")."""
         return self.ignore_det if task == "det" else self.ignore_rec
+
+    def keep_out(self, task: str) -> tuple[str, ...]:
+        """The output-only protection patterns of ``task``."""
+        return self.keep_out_det if task == "det" else self.keep_out_rec
 
     def task_ratio(self, task: str) -> float:
         """The pruning ratio of ``task``: ``rec_ratio`` for rec when set, else ``ratio``."""
@@ -431,92 +496,178 @@ class PruneConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DistillConfig:
-    """Recovering a pruned student: KD from a frozen teacher plus ground truth (``distill`` stage).
+class FitConfig:
+    """What the training loop (:func:`ocrslim.compress.engine.fit`) needs: schedule, cadence, device.
 
-    The teacher runs forward only (ONNX Runtime for zoo names) on the same preprocessed batch as the
-    student. ``alpha = 0`` is plain ground-truth fine-tuning: no teacher is opened (users' own data).
-    Training is step-based; batch ``i`` depends only on ``(seed, i, rank)``, so a killed run that
-    resumes from ``<out>/ckpt/last.pt`` sees the same data as an uninterrupted one.
+    Built by :meth:`DistillConfig.fit` from the shared ``distill`` keys and one task's section.
     """
 
-    teacher_det: str | None = "ppocrv4_mobile_det"  # open_model spec (conf: ${teacher.det}); null only with alpha 0
-    teacher_rec: str | None = "ppocrv4_mobile_rec"
     steps: int = 200  # optimizer steps (not epochs)
-    batch_size_det: int = 4  # per process (DDP: per rank)
-    batch_size_rec: int = 16
     lr: float = 5e-4  # peak AdamW learning rate, after warm-up
-    weight_decay: float = 1e-2  # AdamW, matrices/convs only (not norms, biases, scalars)
     warmup_steps: int = 20  # linear from 0 to lr
+    weight_decay: float = 1e-2  # AdamW, matrices/convs only (not norms, biases, scalars)
     schedule: str = "cosine"  # "cosine" to 0 at `steps`; "step": lr × step_gamma every step_size steps
     step_size: int = 100
     step_gamma: float = 0.1
     grad_clip: float = 5.0  # max gradient L2 norm; 0 disables
     freeze_backbone_steps: int = 0  # staged fine-tuning: backbone (and its BatchNorm stats) frozen first
-    temperature: float = 1.0  # rec KD softening
-    alpha: float = 0.9  # KD weight: loss = alpha · KD + (1 − alpha) · ground truth; 0 = fine-tune only
-    det_kd: str = "bce"  # det KD on probability maps: "bce" (teacher map as soft labels) or "l2"
-    det_kd_weight: float = 5.0  # scales det KD to DB's own probability term (its alpha = 5)
-    det_size: int = 640  # square det training crop, px
-    # det crops: "inference" = pages resized as the detector's preprocessing does (× U(0.6, 1.2)) then
-    # cropped, so text has the size the deployed model sees; "page" = the long side to det_size × U(0.5, 1.5)
-    det_scale: str = "inference"
-    rec_width: int = 320  # rec training width: crops resized to 48 high, squeezed/padded to this (PP-OCR)
-    eval_every: int = 100  # steps between validations (and at the end); 0 = only at the end
+    eval_every: int = 0  # steps between validations (and at the end); 0 = only at the end
     ckpt_every: int = 25  # steps between checkpoints (and at the end)
     seed: int = 0
     device: str = "auto"  # "cpu" | "cuda" | "auto" (cuda when available)
     threads: int = 2  # torch intra-op threads (CPU) and the teacher runtime's
-    cache_teacher: bool = False  # rec: keep teacher log-probs per sample in RAM (float16 T×Cs: 0.5 MB at 320 wide)
-    train_data_det: tuple[str, ...] = ("data/synth/det/train",)
-    train_data_rec: tuple[str, ...] = ("data/synth/rec/train",)
-    val_data_det: tuple[str, ...] = ("data/synth/det/val",)
-    val_data_rec: tuple[str, ...] = ("data/synth/rec/val",)
+    channels_last: bool = True  # CPU: NHWC weights/activations (oneDNN convolutions ~25-30% faster)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainTaskConfig:
+    """One task's recovery: teacher, data (with mixing shares), steps, KD weight (``distill.det`` / ``distill.rec``).
+
+    ``train_data`` may mix labelled sets (ground truth + KD) and plain image folders (KD only: a user's
+    unlabelled pages or crops, the common case); ``mix`` gives each set's share of every batch (empty: in
+    proportion to the sets' sizes).
+    """
+
+    teacher: str | None = None  # open_model spec (conf wires ${teacher.det}); null only with alpha 0
+    steps: int = 200
+    batch_size: int = 8  # per process (DDP: per rank)
+    lr: float = 5e-4
+    warmup_steps: int = 20
+    alpha: float = 0.5  # loss = alpha · KD + (1 − alpha) · ground truth (KD alone where a sample has none)
+    train_data: tuple[str, ...] = ()
+    mix: tuple[float, ...] = ()  # share of each train_data set in every batch (normalised); () = by set size
+    val_data: tuple[str, ...] = ()
     max_val: int | None = 50  # first N samples of each val set; null = all
+    cache_teacher: bool = True  # teacher outputs computed once per (sample, augmentation) and reused
+
+    def _check_task(self, key: str) -> None:
+        _check(self.steps >= 1, f"{key}.steps", f"is {self.steps}, must be >= 1")
+        _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
+        _check(0.0 < self.lr <= 1.0, f"{key}.lr", f"is {self.lr}, must be in (0, 1]")
+        _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
+        _check(0.0 <= self.alpha <= 1.0, f"{key}.alpha", f"is {self.alpha}, must be in [0, 1]")
+        _check(self.alpha == 0 or bool(self.teacher), f"{key}.teacher",
+               f"is empty while alpha > 0; name a teacher, or set {key}.alpha 0 to fine-tune on labels only")
+        _check(len(self.train_data) >= 1, f"{key}.train_data", "needs at least one set")
+        _check(not self.mix or len(self.mix) == len(self.train_data), f"{key}.mix",
+               f"has {len(self.mix)} shares for {len(self.train_data)} train_data sets; give one per set, or []")
+        _check(all(w >= 0 for w in self.mix) and (not self.mix or sum(self.mix) > 0), f"{key}.mix",
+               "shares must be >= 0 and not all 0")
+        _check(self.max_val is None or self.max_val >= 1, f"{key}.max_val", "must be >= 1 or null")
+
+
+@dataclasses.dataclass(frozen=True)
+class DetTrainConfig(TrainTaskConfig):
+    """Detector recovery (``distill.det``): DB loss on labelled pages + probability-map KD, on square crops."""
+
+    teacher: str | None = "ppocrv4_mobile_det"
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    train_data: tuple[str, ...] = (f"{_SPLITS}/sroie_train/det/train.split.json", "data/synth/det/train")
+    mix: tuple[float, ...] = (0.5, 0.5)
+    val_data: tuple[str, ...] = (f"{_SPLITS}/sroie_train/det/val.split.json",)
+    max_val: int | None = 20
+    kd: str = "bce"  # KD on probability maps: "bce" (teacher map as soft labels) or "l2"
+    kd_weight: float = 5.0  # scales KD to DB's own probability term (its alpha = 5)
+    size: int = 512  # square training crop, px
+    # crops: "inference" = pages resized as the detector's preprocessing does (× U(0.6, 1.2)) then cropped, so
+    # text has the size the deployed model sees; "page" = the long side to size × U(0.5, 1.5)
+    scale: str = "inference"
+    # fixed seeded augmentations per page when the teacher is cached (its map of a view is computed once)
+    views: int = 4
 
     def __post_init__(self) -> None:
-        _check(self.steps >= 1, "distill.steps", f"is {self.steps}, must be >= 1")
-        _check(self.batch_size_det >= 1 and self.batch_size_rec >= 1, "distill.batch_size_det/rec", "must be >= 1")
-        _check(0.0 < self.lr <= 1.0, "distill.lr", f"is {self.lr}, must be in (0, 1]")
+        self._check_task("distill.det")
+        _check(self.views >= 1, "distill.det.views", "must be >= 1")
+        _check(self.kd in ("bce", "l2"), "distill.det.kd", f"is {self.kd!r}, must be 'bce' or 'l2'")
+        _check(self.kd_weight > 0, "distill.det.kd_weight", "must be > 0")
+        _check(self.size >= 32 and self.size % 32 == 0, "distill.det.size", "must be a multiple of 32, >= 32")
+        _check(self.scale in ("inference", "page"), "distill.det.scale",
+               f"is {self.scale!r}, must be 'inference' or 'page'")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecTrainConfig(TrainTaskConfig):
+    """Recogniser recovery (``distill.rec``): CTC on labelled crops + per-frame KD, batches of one width bucket."""
+
+    teacher: str | None = "ppocrv4_mobile_rec"
+    steps: int = 400
+    batch_size: int = 32
+    lr: float = 1e-3
+    train_data: tuple[str, ...] = (f"{_SPLITS}/sroie_train/rec/train.split.json",
+                                   f"{_SPLITS}/ic15_words_train/rec/train.split.json", "data/synth/rec/train")
+    mix: tuple[float, ...] = (0.3, 0.2, 0.5)
+    val_data: tuple[str, ...] = (f"{_SPLITS}/sroie_train/rec/val.split.json",
+                                 f"{_SPLITS}/ic15_words_train/rec/val.split.json", "data/synth/rec/val")
+    max_val: int | None = 300
+    temperature: float = 1.0  # KD softening (T=1: at T=6 the 6,625-class target is nearly uniform)
+    # training widths: each crop is resized to the rec height keeping its aspect and padded (or squeezed) to
+    # the smallest of these that holds it; a batch holds crops of one width (short words cost less)
+    widths: tuple[int, ...] = (160, 320)
+
+    def __post_init__(self) -> None:
+        self._check_task("distill.rec")
+        _check(self.temperature > 0, "distill.rec.temperature", f"is {self.temperature}, must be > 0")
+        _check(len(self.widths) >= 1 and all(w >= 8 and w % 8 == 0 for w in self.widths)
+               and list(self.widths) == sorted(set(self.widths)), "distill.rec.widths",
+               "must be increasing multiples of 8, >= 8")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """Recovering a pruned student: KD from a frozen teacher plus ground truth (``distill`` stage).
+
+    The teacher runs forward only (ONNX Runtime for zoo names). ``alpha = 0`` in a task's section is plain
+    ground-truth fine-tuning: no teacher is opened. Training is step-based; batch ``i`` depends only on
+    ``(seed, i, rank)``, so a killed run that resumes from its checkpoint sees the same data as an
+    uninterrupted one.
+    """
+
+    det: DetTrainConfig = dataclasses.field(default_factory=DetTrainConfig)
+    rec: RecTrainConfig = dataclasses.field(default_factory=RecTrainConfig)
+    weight_decay: float = 1e-2  # AdamW, matrices/convs only (not norms, biases, scalars)
+    schedule: str = "cosine"  # "cosine" to 0 at `steps`; "step": lr × step_gamma every step_size steps
+    step_size: int = 100
+    step_gamma: float = 0.1
+    grad_clip: float = 5.0  # max gradient L2 norm; 0 disables
+    freeze_backbone_steps: int = 0  # staged fine-tuning: backbone (and its BatchNorm stats) frozen first
+    eval_every: int = 0  # steps between validations (and at the end); 0 = only at the end
+    ckpt_every: int = 25  # steps between checkpoints (and at the end)
+    seed: int = 0
+    device: str = "auto"  # "cpu" | "cuda" | "auto" (cuda when available)
+    threads: int = 2  # torch intra-op threads (CPU) and the teacher runtime's
+    # CPU training in NHWC memory format: oneDNN's convolutions run ~25-30% faster (benchmarks/train_step.py)
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
         _check(0.0 <= self.weight_decay < 1.0, "distill.weight_decay", f"is {self.weight_decay}, must be in [0, 1)")
-        _check(self.warmup_steps >= 0, "distill.warmup_steps", "must be >= 0")
         _check(self.schedule in ("cosine", "step"), "distill.schedule",
                f"is {self.schedule!r}, must be 'cosine' or 'step'")
         _check(self.step_size >= 1, "distill.step_size", "must be >= 1")
         _check(0.0 < self.step_gamma <= 1.0, "distill.step_gamma", f"is {self.step_gamma}, must be in (0, 1]")
         _check(self.grad_clip >= 0, "distill.grad_clip", "must be >= 0 (0 disables)")
         _check(self.freeze_backbone_steps >= 0, "distill.freeze_backbone_steps", "must be >= 0")
-        _check(self.temperature > 0, "distill.temperature", f"is {self.temperature}, must be > 0")
-        _check(0.0 <= self.alpha <= 1.0, "distill.alpha", f"is {self.alpha}, must be in [0, 1]")
-        _check(self.det_kd in ("bce", "l2"), "distill.det_kd", f"is {self.det_kd!r}, must be 'bce' or 'l2'")
-        _check(self.det_kd_weight > 0, "distill.det_kd_weight", "must be > 0")
-        _check(self.det_size >= 32 and self.det_size % 32 == 0, "distill.det_size", "must be a multiple of 32, >= 32")
-        _check(self.det_scale in ("inference", "page"), "distill.det_scale",
-               f"is {self.det_scale!r}, must be 'inference' or 'page'")
-        _check(self.rec_width >= 8 and self.rec_width % 8 == 0, "distill.rec_width", "must be a multiple of 8, >= 8")
         _check(self.eval_every >= 0, "distill.eval_every", "must be >= 0 (0 = only at the end)")
         _check(self.ckpt_every >= 1, "distill.ckpt_every", "must be >= 1")
         _check(self.device in ("cpu", "cuda", "auto"), "distill.device",
                f"is {self.device!r}, must be cpu, cuda or auto")
         _check(self.threads >= 1, "distill.threads", "must be >= 1")
-        _check(self.max_val is None or self.max_val >= 1, "distill.max_val", "must be >= 1 or null")
-        for task in ("det", "rec"):
-            _check(self.alpha == 0 or bool(self.teacher(task)), f"distill.teacher_{task}",
-                   "is empty while alpha > 0; name a teacher, or set distill.alpha 0 to fine-tune on labels only")
-            _check(len(self.train_data(task)) >= 1, f"distill.train_data_{task}", "needs at least one set")
+
+    def task(self, task: str) -> DetTrainConfig | RecTrainConfig:
+        """The section of ``task`` ("det" or "rec")."""
+        return self.det if task == "det" else self.rec
 
     def teacher(self, task: str) -> str | None:
-        """The teacher spec of ``task`` ("det" or "rec"); ``None`` when fine-tuning (alpha 0)."""
-        return (self.teacher_det if task == "det" else self.teacher_rec) if self.alpha > 0 else None
+        """The teacher spec of ``task``; ``None`` when fine-tuning (alpha 0)."""
+        t = self.task(task)
+        return t.teacher if t.alpha > 0 else None
 
-    def batch_size(self, task: str) -> int:
-        return self.batch_size_det if task == "det" else self.batch_size_rec
-
-    def train_data(self, task: str) -> tuple[str, ...]:
-        return self.train_data_det if task == "det" else self.train_data_rec
-
-    def val_data(self, task: str) -> tuple[str, ...]:
-        return self.val_data_det if task == "det" else self.val_data_rec
+    def fit(self, task: str) -> FitConfig:
+        """The training-loop settings of ``task``: its steps, lr and warm-up with the shared schedule."""
+        t = self.task(task)
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(FitConfig) if hasattr(self, f.name)}
+        return FitConfig(**{**shared, "steps": t.steps, "lr": t.lr, "warmup_steps": t.warmup_steps})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -624,6 +775,15 @@ SCHEMA_NAME = "ocrslim_schema"
 #: Keys renamed since an earlier version: old ``section.key`` → new ``section.key`` (a one-line error names it).
 RENAMED: dict[str, str] = {
     "data.extra_train": "split.det_sets / split.rec_sets (the split stage validates the real training sets)",
+    **{f"distill.{old}": f"distill.{new}" for old, new in (
+        ("teacher_det", "det.teacher"), ("teacher_rec", "rec.teacher"), ("steps", "det.steps / distill.rec.steps"),
+        ("batch_size_det", "det.batch_size"), ("batch_size_rec", "rec.batch_size"), ("lr", "det.lr / distill.rec.lr"),
+        ("warmup_steps", "det.warmup_steps / distill.rec.warmup_steps"), ("temperature", "rec.temperature"),
+        ("alpha", "det.alpha / distill.rec.alpha"), ("det_kd", "det.kd"), ("det_kd_weight", "det.kd_weight"),
+        ("det_size", "det.size"), ("det_scale", "det.scale"), ("rec_width", "rec.widths"),
+        ("cache_teacher", "det.cache_teacher / distill.rec.cache_teacher"), ("train_data_det", "det.train_data"),
+        ("train_data_rec", "rec.train_data"), ("val_data_det", "det.val_data"), ("val_data_rec", "rec.val_data"),
+        ("max_val", "det.max_val / distill.rec.max_val"))},
 }
 
 

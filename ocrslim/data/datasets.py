@@ -55,6 +55,7 @@ __all__ = [
     "iter_sample_images",
     "load_det_dataset",
     "load_rec_dataset",
+    "load_rec_images",
     "read_sample_image",
     "rec_labels_text",
     "resolve_data_path",
@@ -103,6 +104,7 @@ class RecSample:
     image: Path
     text: str
     lmdb: Path | None = None
+    labelled: bool = True  # False for a crop read by load_rec_images (no transcription at all)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -403,6 +405,12 @@ def load_det_images(path: str | Path, limit: int | None = None) -> list[DetSampl
     """
     _check_limit(limit)
     return [DetSample(image=p, polys=(), texts=(), ignore=(), labelled=False) for p in image_files(path)[:limit]]
+
+
+def load_rec_images(path: str | Path, limit: int | None = None) -> list[RecSample]:
+    """Unlabelled crops (for KD-only training): a directory of images, or its ``images/``; text is empty."""
+    _check_limit(limit)
+    return [RecSample(image=p, text="", labelled=False) for p in image_files(path)[:limit]]
 
 
 def image_files(path: str | Path) -> list[Path]:

@@ -92,6 +92,20 @@ def rec_target_width(crop_hw: tuple[int, int], cfg: RecConfig) -> int:
     return int(min(cfg.max_width, max(1, math.ceil(cfg.height * w / max(h, 1)))))
 
 
+def upscaled_hw(hw: tuple[int, int], min_side: int) -> tuple[int, int]:
+    """(height, width) :func:`upscale_small` gives a crop of size ``hw``."""
+    h, w = hw
+    if min_side <= 0 or min(h, w) >= min_side:
+        return h, w
+    ratio = min_side / max(1, min(h, w))
+    return _round32(h * ratio), _round32(w * ratio)
+
+
+def rec_input_width(crop_hw: tuple[int, int], cfg: RecConfig) -> int:
+    """Width :func:`rec_preprocess` resizes a crop of size ``crop_hw`` to, before padding (upscale, then aspect)."""
+    return rec_target_width(upscaled_hw(crop_hw, cfg.min_side), cfg)
+
+
 def upscale_small(crop: np.ndarray, min_side: int) -> np.ndarray:
     """Scale a crop whose short side is below ``min_side`` up to it, sides rounded to multiples of 32.
 
@@ -99,11 +113,8 @@ def upscale_small(crop: np.ndarray, min_side: int) -> np.ndarray:
     recognisers were tuned on inputs treated this way: on sroie_dev, PP-OCRv4's accuracy is 1.0
     point lower without it.
     """
-    h, w = crop.shape[:2]
-    if min_side <= 0 or min(h, w) >= min_side:
-        return crop
-    ratio = min_side / min(h, w)
-    return cv2.resize(crop, (_round32(w * ratio), _round32(h * ratio)))
+    nh, nw = upscaled_hw(crop.shape[:2], min_side)
+    return crop if (nh, nw) == crop.shape[:2] else cv2.resize(crop, (nw, nh))
 
 
 def rec_preprocess(crops: Sequence[np.ndarray], cfg: RecConfig) -> np.ndarray:

@@ -86,15 +86,20 @@ class CTCHead(nn.Module):
     Args:
         in_channels: sequence feature width (120).
         num_classes: number of CTC classes including the blank (6625 for PP-OCRv4 ch).
+        rank: when set, a ``rank``-wide projection before the class layer (a low-rank head).
 
     Returns (forward): N×T×num_classes logits.
     """
 
-    def __init__(self, in_channels: int, num_classes: int) -> None:
+    def __init__(self, in_channels: int, num_classes: int, rank: int | None = None) -> None:
         super().__init__()
         self.init_kwargs: dict[str, Any] = {"in_channels": in_channels, "num_classes": num_classes}
-        self.fc = nn.Linear(in_channels, num_classes)
+        if rank:
+            self.init_kwargs["rank"] = rank
+        # low rank: in_channels → rank → classes (ocrslim.compress.prune.low_rank_head); else one layer
+        self.proj: nn.Linear | None = nn.Linear(in_channels, rank) if rank else None
+        self.fc = nn.Linear(rank or in_channels, num_classes)
         self.out_channels = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x)
+        return self.fc(self.proj(x) if self.proj is not None else x)
