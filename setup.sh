@@ -11,4 +11,5 @@ if command -v apt-get >/dev/null; then
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing >/dev/null
   fi
 fi
-python -m pip install -q -e '.[dev]'
+# constraints.txt pins the whole dependency set (reproducible builds: same versions on every machine)
+python -m pip install -q -c constraints.txt -e '.[dev]'

@@ -38,6 +38,7 @@ _EARLY_REC = ["backbone.conv1", "backbone.blocks2", "backbone.blocks3", "backbon
 VARIANTS: dict[str, dict[str, tuple[str, dict[str, Any], dict[str, Any]]]] = {
     "rec": {
         "u40": ("uniform 40% of backbone+neck convs, SVTR/head frozen", {"rec_ratio": 0.4}, {}),
+        "h64": ("head rank 64 only (the default)", {"rec_ratio": 0.0, "head_rank_rec": 64}, {}),
         "b6": ("blocks6 at 50%, nothing else", {"rec_ratio": 0.0, "ratios_rec": ["backbone.blocks6=0.5"],
                                                   "ignore_rec": [*_EARLY_REC, "neck", "head.*"]}, {}),
         "b56h64": ("blocks6 50%, blocks5 30%, head rank 64 (activation PCA)",
@@ -105,7 +106,9 @@ def main() -> int:
                                      pre=pre)
         prune_min = (time.process_time() - c0) / 60
         before = score_student(task, model, data0.val, pre, chars)
-        section = {**base_distill[task], **distill_over, "seed": args.seed}
+        print(f"{name}: params {report['params_after'] / 1e6:.2f}M, pruned: {_fmt(before, task)}  "
+              f"[{prune_min:.1f} CPU min]", flush=True)
+        section = {**base_distill[task], **distill_over}
         if args.steps is not None:
             section["steps"] = args.steps
         dcfg = from_dict(DistillConfig, {**base_distill, task: section, "seed": args.seed}, "distill")

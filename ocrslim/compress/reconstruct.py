@@ -72,6 +72,11 @@ def _capture(model: nn.Module, layer: nn.Module, x: torch.Tensor, what: str) -> 
     return box["t"]
 
 
+def _shape(layer: nn.Module) -> tuple[int, ...]:
+    w = getattr(layer, "weight", None)
+    return tuple(w.shape) if isinstance(w, torch.Tensor) else ()
+
+
 class _Stop(Exception):
     """Ends a forward pass once the hooked layer has run (the rest is not needed)."""
 
@@ -186,6 +191,10 @@ def reconstruct(
         h.remove()
     orig_modules = dict(original.named_modules())
     todo = [n for n in dict.fromkeys(order) if n in orig_modules]
+    # layers that run before the first pruned one see the original inputs with the original weights: nothing to fit
+    first = next((i for i, n in enumerate(todo) if _shape(pruned.get_submodule(n)) != _shape(orig_modules[n])),
+                 len(todo))
+    todo = todo[first:]
     targets = _outputs(original, todo, kept_out, calib)  # one forward of the original for every target
     done = 0
     for name in todo:
