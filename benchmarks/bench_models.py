@@ -2,9 +2,10 @@
 
     python benchmarks/bench_models.py [--runs 20] [--threads 1 2]
 
-Variants (measured in one run, same inputs): the PP-OCRv4 teacher in PyTorch (native), ONNX
-Runtime and MNN FP32, plus whatever `dvc repro` has built (artifacts/onnx, artifacts/mnn,
-artifacts/prune). Inputs: det 1×3×736×736, rec 6×3×48×320 (a PP-OCR rec batch). Latency: median
+Variants (measured in one run, same inputs): the default teacher (``TeacherConfig``, PP-OCRv4 mobile) in
+PyTorch (native), ONNX Runtime and MNN FP32, plus whatever `dvc repro` has built (artifacts/onnx,
+artifacts/mnn, artifacts/bundle). Inputs: det 1×3×L×L with L = ``det.limit_side_len``, rec one PP-OCR batch of
+``rec.batch_size`` × 3 × ``rec.height`` × ``rec.min_width`` (the DetConfig / RecConfig defaults). Latency: median
 and p90 over --runs calls after 3 warm-up calls; peak RSS: a fresh child process per variant that
 imports ocrslim (torch included), opens the model and runs it 3 times — shown with what the model
 and its inference add over the imports.
@@ -18,24 +19,25 @@ from pathlib import Path
 
 import numpy as np
 
+from ocrslim.core.config import DetConfig, RecConfig, TeacherConfig
 from ocrslim.eval.bench import file_mb, latency_ms, peak_rss_mb
-from ocrslim.export.mnn import open_model_on
+from ocrslim.export.mnn import open_model_on, zoo_as_mnn
 from ocrslim.models.registry import teacher_onnx_path
 
 REPO = Path(__file__).resolve().parents[1]
 
-SHAPES = {"det": (1, 3, 736, 736), "rec": (6, 3, 48, 320)}
+_DET, _REC = DetConfig(), RecConfig()
+SHAPES = {"det": (1, 3, _DET.limit_side_len, _DET.limit_side_len),
+          "rec": (_REC.batch_size, 3, _REC.height, _REC.min_width)}
 
 
 def variants(task: str) -> list[tuple[str, str, str | None, Path | None]]:
     """(label, spec, backend, file for size) for every variant available."""
-    from ocrslim.infer.pipeline import _zoo_as_mnn  # the cached FP32 conversion the CLI uses
-
-    zoo = f"ppocrv4_mobile_{task}"
+    zoo = getattr(TeacherConfig(), task)
     out: list[tuple[str, str, str | None, Path | None]] = [
         ("teacher · torch", zoo, "torch", None),
         ("teacher · onnxruntime", zoo, "onnx", teacher_onnx_path(zoo)),
-        ("teacher · mnn fp32", zoo, "mnn", _zoo_as_mnn(zoo)),
+        ("teacher · mnn fp32", zoo, "mnn", zoo_as_mnn(zoo)),  # the cached FP32 conversion the CLI uses
     ]
     for label, path in (("dag teacher · onnx", REPO / f"artifacts/onnx/teacher_{task}.onnx"),
                         ("dag teacher · mnn fp32", REPO / f"artifacts/mnn/teacher_{task}.mnn"),

@@ -27,10 +27,9 @@ import torch
 
 from ocrslim.compress.distill import distill, score_student, task_data
 from ocrslim.compress.prune import make_student
-from ocrslim.core.artifacts import preprocessing
 from ocrslim.core.config import DistillConfig, PruneConfig, StudentConfig, from_dict, load_section, to_dict
 from ocrslim.infer.pipeline import open_model
-from ocrslim.models.io import load_model
+from ocrslim.models.io import load_model, load_task_model
 
 _EARLY_REC = ["backbone.conv1", "backbone.blocks2", "backbone.blocks3", "backbone.blocks4"]
 
@@ -85,9 +84,7 @@ def main() -> int:
     base_prune = to_dict(load_section(args.params, "prune", PruneConfig))
     base_distill = to_dict(load_section(args.params, "distill", DistillConfig))
     teacher_path = Path(f"artifacts/teacher/{task}.safetensors")
-    _, meta = load_model(teacher_path)
-    det_cfg, rec_cfg = preprocessing(meta)
-    pre = det_cfg if task == "det" else rec_cfg
+    _, meta, pre = load_task_model(teacher_path, task)
     chars = meta.get("characters")
 
     dcfg0 = from_dict(DistillConfig, base_distill, "distill")

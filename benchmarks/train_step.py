@@ -30,10 +30,9 @@ import torch
 
 from ocrslim.compress.distill import distill, task_data
 from ocrslim.compress.prune import make_student
-from ocrslim.core.artifacts import preprocessing
 from ocrslim.core.config import DistillConfig, PruneConfig, StudentConfig, from_dict, load_section, to_dict
 from ocrslim.infer.pipeline import open_model
-from ocrslim.models.io import load_model
+from ocrslim.models.io import load_task_model
 
 
 def main() -> int:
@@ -45,10 +44,7 @@ def main() -> int:
     args = p.parse_args()
     task = args.task
     base = to_dict(load_section(args.params, "distill", DistillConfig))
-    teacher_path = Path(f"artifacts/teacher/{task}.safetensors")
-    model0, meta = load_model(teacher_path)
-    det_cfg, rec_cfg = preprocessing(meta)
-    pre = det_cfg if task == "det" else rec_cfg
+    model0, meta, pre = load_task_model(f"artifacts/teacher/{task}.safetensors", task)
     chars = meta.get("characters")
     prune = PruneConfig(ratio=args.ratio, rec_ratio=args.ratio, reconstruct=False)
     student, _ = make_student(model0, task, prune, StudentConfig(), characters=chars, measure_onnx=False, pre=pre)

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ocrslim.core.errors import OcrslimError
+from ocrslim.core.errors import OcrslimError, ToolError
 from ocrslim.stage import run_main
 
 
@@ -73,51 +73,97 @@ def _draw(img: np.ndarray, lines: Sequence[tuple[np.ndarray, str]], out: Path) -
         raise ArtifactError(f"{out}: could not write the drawing. Use a .png or .jpg path in a writable folder.")
 
 
-def cmd_read(args: argparse.Namespace) -> int:
-    from ocrslim.infer.preprocess import read_image
+def expand_images(specs: Sequence[str]) -> list[tuple[str, str | None]]:
+    """Image arguments → ``(path, problem)`` in argument order.
 
+    A directory gives its images (sorted by name), a glob (``pages/*.jpg``, ``**`` recursive) the images it
+    matches (sorted); any other argument stays as given (an unreadable one is reported when read). ``problem``
+    is set when a directory or glob gives no image.
+    """
+    import glob
+
+    from ocrslim.data.datasets import IMAGE_SUFFIXES
+
+    def images(paths: Sequence[Path]) -> list[str]:
+        return sorted(str(f) for f in paths if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+    out: list[tuple[str, str | None]] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = images(list(path.iterdir()))
+            out += [(f, None) for f in found] or [(spec, "no images in this directory")]
+        elif not path.exists() and any(c in spec for c in "*?["):
+            found = images([Path(f) for f in glob.glob(spec, recursive=True)])
+            out += [(f, None) for f in found] or [(spec, "no image matches this pattern")]
+        else:
+            out.append((spec, None))
+    return out
+
+
+def _lines_of(ocr, img: np.ndarray, keep_all: bool) -> list[tuple[np.ndarray, str, float]]:
+    """(box, text, score) of one image: full OCR, detection only, or the whole image as one line."""
+    if ocr.det is not None and ocr.rec is not None:
+        drop = 0.0 if keep_all else ocr.rec.rec_cfg.drop_score
+        return [(ln.box, ln.text, ln.score) for ln in ocr.read(img) if ln.score >= drop and ln.text.strip()]
+    if ocr.det is not None:
+        boxes, scores = ocr.detect(img)
+        return [(b, "", s) for b, s in zip(boxes, scores)]
+    (text, score), = ocr.recognize([img])  # a recogniser alone reads the whole image as one text line
+    h, w = img.shape[:2]
+    return [(np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32), text, score)]
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from ocrslim.infer.preprocess import read_image_checked
+
+    items = expand_images(args.images)
     ocr = _open(args, need_det=False, need_rec=False)
-    records, skipped = [], 0
-    for i, name in enumerate(args.images):
-        img = read_image(name)
+    many = len(items) > 1
+    records, unreadable = [], 0
+    bar = tqdm(total=len(items), desc="read", unit="page", file=sys.stderr, disable=not many, leave=False)
+    start = time.perf_counter()
+    for i, (name, problem) in enumerate(items):
+        img, problem = read_image_checked(name) if problem is None else (None, problem)
         if img is None:
-            print(f"{name}: unreadable image, skipped.", file=sys.stderr)
-            skipped += 1
+            problem = problem or "unreadable image"
+            tqdm.write(f"{name}: {problem}, skipped.", file=sys.stderr)
+            unreadable += 1
+            if args.jsonl:
+                tqdm.write(json.dumps({"image": str(name), "error": problem}, ensure_ascii=False), file=sys.stdout)
+            bar.update(1)
             continue
-        if ocr.det is not None and ocr.rec is not None:
-            drop = 0.0 if args.all else ocr.rec.rec_cfg.drop_score
-            lines = [(ln.box, ln.text, ln.score) for ln in ocr.read(img) if ln.score >= drop and ln.text.strip()]
-        elif ocr.det is not None:
-            boxes, scores = ocr.detect(img)
-            lines = [(b, "", s) for b, s in zip(boxes, scores)]
-        else:  # a recogniser alone reads the whole image as one text line
-            (text, score), = ocr.recognize([img])
-            h, w = img.shape[:2]
-            lines = [(np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32), text, score)]
-        records.append(
-            {
-                "image": str(name),
-                "lines": [
-                    {"box": np.round(b).astype(int).tolist(), "text": t, "score": round(float(s), 4)}
-                    for b, t, s in lines
-                ],
-            }
-        )
-        if not args.json:
-            print(f"== {name}: {len(lines)} line(s)")
+        lines = _lines_of(ocr, img, args.all)
+        record = {"image": str(name), "lines": [
+            {"box": np.round(b).astype(int).tolist(), "text": t, "score": round(float(s), 4)} for b, t, s in lines]}
+        if args.jsonl:
+            tqdm.write(json.dumps(record, ensure_ascii=False), file=sys.stdout)
+        elif args.json:
+            records.append(record)
+        else:
+            tqdm.write(f"== {name}: {len(lines)} line(s)", file=sys.stdout)
             for b, t, s in lines:
                 coords = " ".join(f"{int(round(x))},{int(round(y))}" for x, y in b)
-                print(f"{coords}\t{s:.3f}\t{t}")
+                tqdm.write(f"{coords}\t{s:.3f}\t{t}", file=sys.stdout)
         if args.draw:
             out = Path(args.draw)
-            if len(args.images) > 1:
+            if many:
                 out = out.with_name(f"{out.stem}_{i:03d}_{Path(name).stem}{out.suffix or '.png'}")
             _draw(img, [(b, t) for b, t, _ in lines], out)
+        bar.update(1)
+    elapsed = time.perf_counter() - start
+    bar.close()
+    read = len(items) - unreadable
     if args.json:
         print(json.dumps(records if len(records) != 1 else records[0], ensure_ascii=False, indent=2))
-    if skipped:
-        print(f"skipped {skipped} unreadable image(s).", file=sys.stderr)
-    return 0 if records or not args.images else 1
+    if many or unreadable:
+        speed = f", {read / elapsed:.2f} pages/s ({1000 * elapsed / read:.0f} ms/page)" if read else ""
+        print(f"{read} pages{speed}, {unreadable} unreadable", file=sys.stderr)
+    return 0 if read or not items else 1
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -243,9 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("read", help="read text in images: boxes and text")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help="image files, directories (their images) or globs ('pages/*.jpg')")
     _add_model_args(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print JSON instead of text (one document at the end)")
+    out.add_argument("--jsonl", action="store_true",
+                     help='print JSON Lines as each image is read: {"image", "lines"} or {"image", "error"}')
     p.add_argument("--draw", help="write the image with boxes drawn (OUT.png; numbered per image if several)")
     p.add_argument("--all", action="store_true", help="also print lines below rec.drop_score confidence")
     p.set_defaults(func=cmd_read)
@@ -303,9 +352,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ModuleNotFoundError as exc:
+        root = (exc.name or "").split(".")[0]
+        if not root or root == "ocrslim":
+            raise
+        # A runtime-only install (`pip install ocrslim`) reads and verifies bundles; the rest needs the pipeline.
+        raise ToolError(f"ocrslim {args.command}: needs {root}, which is not installed. Install the pipeline "
+                        "extra: pip install 'ocrslim[pipeline]'.") from None
 
 
 def entry() -> None:
-    """Console-script entry point."""
-    sys.exit(run_main(main))
+    """Console-script entry point (the runtimes' own thread defaults, or --threads)."""
+    sys.exit(run_main(main, threads=None))

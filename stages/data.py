@@ -1,7 +1,7 @@
 """Stage ``data``: synthetic Chinese/English detection pages and recognition lines.
 
 Reads:  params.yaml:data (sizes, seed, workers, fonts, dictionary); the student dictionary
-        (zoo ONNX metadata); system fonts under /usr/share/fonts; jieba's and english-words' word lists.
+        (zoo ONNX metadata); the fonts conf/fonts.lock lists (sha256-checked); jieba's and english-words' word lists.
 Writes: data/synth/{det,rec}/{train,val,test}/ and data/synth/manifest.json (see ocrslim/data/synthetic.py).
 """
 

@@ -3,7 +3,8 @@
 Reads:  params.yaml:eval; the variant's det and rec models (a .safetensors, .onnx or .mnn pair, or a bundle
         directory with its manifest.json).
 Writes: metrics/<name>.json = {set: {"det": {precision, recall, hmean, images},
-        "rec": {accuracy, accuracy_ci_alnum, one_minus_ned, cer, samples}, "e2e": {f1, ...}}}.
+        "rec": {accuracy, accuracy_ci_alnum, one_minus_ned, cer, samples, and per script of the label:
+        accuracy_cjk, one_minus_ned_cjk, samples_cjk, accuracy_latin, ...}, "e2e": {f1, ...}}}.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         ocr = OCR(open_model(args.det, "det", threads=cfg.threads), open_model(args.rec, "rec", threads=cfg.threads))
     else:
         raise ConfigError("evaluate: give --bundle DIR, or both --det and --rec. See dvc.yaml's evaluate stage.")
-    results = evaluate(ocr, cfg.det_data, cfg.rec_data, limit=limit, progress=sys.stderr.isatty())
+    results = evaluate(ocr, cfg.det_data, cfg.rec_data, limit=limit, progress=sys.stderr.isatty(), by_script=True)
     write_json(args.out or f"metrics/{args.name}.json", results)
     for name, res in results.items():
         for task, m in res.items():

@@ -1,8 +1,9 @@
 """Stage ``teacher``: import the teacher for one task as a PyTorch module.
 
-Reads:  params.yaml:teacher, params.yaml:det|rec (pre/post-processing carried with the model);
+Reads:  params.yaml:teacher, params.yaml:det|rec (the preprocessing keys only, carried with the model; the
+        post-processing is attached by the export stage);
         the teacher's ONNX file inside its installed wheel (or teacher.det/rec = onnx:<path>).
-Writes: artifacts/teacher/<task>.safetensors (whole module + metadata).
+Writes: artifacts/teacher/<task>.safetensors (weights + architecture spec, metadata).
 """
 
 from __future__ import annotations

@@ -67,8 +67,46 @@ def test_read_skips_unreadable_images_and_counts_them(tmp_path, capsys):
     err = capsys.readouterr()
     assert code == 0
     assert f"{bad}: unreadable image, skipped." in err.err
-    assert "skipped 1 unreadable image(s)." in err.err
+    assert err.err.strip().splitlines()[-1].startswith("1 pages, ")
+    assert err.err.strip().splitlines()[-1].endswith(" ms/page), 1 unreadable")
     assert "Fine" in err.out
+
+
+def test_read_directory_and_glob_as_json_lines(tmp_path, capsys):
+    """A directory expands to its images (sorted, non-images left out); one JSON object per image, an error
+    object for an unreadable one; progress and the pages/s summary go to stderr."""
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    for name, text in (("b.png", "Second 22"), ("a.png", "First 11")):
+        cv2.imwrite(str(pages / name), render_line(text))
+    (pages / "c.jpg").write_bytes(b"\x00not an image")
+    (pages / "notes.txt").write_text("not an image either")
+    code = run_main(main, ["read", str(pages), "--rec", "ppocrv4_mobile_rec", "--jsonl", "--threads", "1"])
+    out = capsys.readouterr()
+    assert code == 0
+    rows = [json.loads(line) for line in out.out.splitlines()]
+    assert [Path(r["image"]).name for r in rows] == ["a.png", "b.png", "c.jpg"]
+    assert [r["lines"][0]["text"].replace(" ", "") for r in rows[:2]] == ["First11", "Second22"]
+    assert rows[2] == {"image": str(pages / "c.jpg"), "error": "unreadable image"}
+    assert f"{pages / 'c.jpg'}: unreadable image, skipped." in out.err
+    summary = out.err.strip().splitlines()[-1]
+    assert summary.startswith("2 pages, ") and "pages/s (" in summary and summary.endswith(" ms/page), 1 unreadable")
+
+    # a glob: the same images, sorted; a pattern matching nothing is one line and counts as unreadable
+    code = run_main(main, ["read", str(pages / "*.png"), str(tmp_path / "none*.png"), "--rec", "ppocrv4_mobile_rec",
+                           "--jsonl"])
+    out = capsys.readouterr()
+    assert code == 0
+    assert [Path(json.loads(x)["image"]).name for x in out.out.splitlines()] == ["a.png", "b.png", "none*.png"]
+    assert f"{tmp_path / 'none*.png'}: no image matches this pattern, skipped." in out.err
+
+
+def test_read_exits_1_when_nothing_is_readable(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_main(main, ["read", str(empty), "--rec", "ppocrv4_mobile_rec", "--jsonl"]) == 1
+    err = capsys.readouterr().err
+    assert f"{empty}: no images in this directory, skipped." in err and "0 pages, 1 unreadable" in err
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """`dvc repro` of the tiny profile in a temporary git repo, with the network unavailable.
 
 The whole DAG (data → calibrate → teacher → prune → distill → export → convert → quantize → bundle →
-evaluate → bench → report) runs, writes its metrics, and a second
+targets → evaluate → bench → report) runs, writes its metrics, and a second
 `dvc repro` does nothing. Every Python process of the run loads tests/netguard/sitecustomize.py,
 which blocks and logs any name lookup or non-local connection; where the kernel allows it, the
 run is also put in a fresh network namespace (`unshare -n`) with no interfaces at all.
@@ -113,9 +113,14 @@ def test_tiny_dvc_repro_offline_then_noop(tmp_path):
         assert manifest[task]["precision"] in ("int8", "int8-weights", "fp16", "fp32")
         assert manifest[task]["precision"] == json.loads(
             (work / "metrics" / f"quantize_{task}.json").read_text())["precision"]
-    bench = json.loads((work / "metrics" / "bench.json").read_text())
-    assert set(bench) == {"teacher_torch", "teacher_onnx", "teacher_mnn", "student_mnn", "bundle"}
-    assert all(bench[v]["det"]["p50_ms"] > 0 for v in bench)
+    bench = json.loads((work / "metrics" / "bench.json").read_text())  # whole synthetic pages, end to end
+    assert set(bench) == {"bundle", "teacher_mnn", "teacher_onnx", "student_mnn"}
+    assert all(bench[v]["synth_test"]["t1"]["p50_ms"] > 0 and bench[v]["synth_test"]["pages"] == 2 for v in bench)
+    assert bench["teacher_mnn"]["synth_test"]["e2e_f1"] is not None and bench["bundle"]["size_mb"] > 0
+    targets = json.loads((work / "metrics" / "targets.json").read_text())  # ONNX and TorchScript beside the bundle
+    assert set(targets) == {"onnx", "torchscript"} and targets["onnx"]["pages"] == 2
+    for path in ("artifacts/bundle_onnx/det.onnx", "artifacts/torchscript/rec.pt", "artifacts/torchscript/dict.txt"):
+        assert (work / path).is_file(), path
     summary = json.loads((work / "metrics" / "summary.json").read_text())
     assert summary["teacher"]["e2e_f1"] == 1.0 and summary["bundle"]["size_mb"] > 0
     assert summary["bundle"]["params_m"] < summary["teacher"]["params_m"]

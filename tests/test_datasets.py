@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -26,6 +28,15 @@ def write_text(path: Path, text: str, bom: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
     return path
+
+
+def assert_line_error(load_from: Path, bad_file: Path, problem: str, loader: Callable[[Path], Any] = load_det_dataset
+                      ) -> None:
+    """Loading ``load_from`` fails with one line, ``<bad_file>:2: ...``, naming ``problem``."""
+    with pytest.raises(DataError) as info:
+        loader(load_from)
+    message = str(info.value)
+    assert message.startswith(f"{bad_file}:2: ") and problem in message and "\n" not in message, message
 
 
 def make_icdar_det(root: Path) -> Path:
@@ -83,13 +94,7 @@ def test_icdar_det_missing_gt(tmp_path: Path) -> None:
 )
 def test_icdar_det_malformed_line(tmp_path: Path, line: str, problem: str) -> None:
     root = make_icdar_det(tmp_path / "set")
-    gt = write_text(root / "gt" / "gt_b.txt", f"0,0,1,0,1,1,0,1,ok\n{line}\n")
-    with pytest.raises(DataError) as info:
-        load_det_dataset(root)
-    message = str(info.value)
-    assert message.startswith(f"{gt}:2: ")
-    assert problem in message
-    assert "\n" not in message
+    assert_line_error(root, write_text(root / "gt" / "gt_b.txt", f"0,0,1,0,1,1,0,1,ok\n{line}\n"), problem)
 
 
 # ----------------------------------------------------------------------------------- detection, Paddle
@@ -144,12 +149,7 @@ def test_paddle_det_paths_resolve_against_parent(tmp_path: Path) -> None:
 )
 def test_paddle_det_malformed_line(tmp_path: Path, line: str, problem: str) -> None:
     label = write_text(tmp_path / "label.txt", f"imgs/b.png\t[]\n{line}\n")
-    with pytest.raises(DataError) as info:
-        load_det_dataset(label)
-    message = str(info.value)
-    assert message.startswith(f"{label}:2: ")
-    assert problem in message
-    assert "\n" not in message
+    assert_line_error(label, label, problem)
 
 
 # ----------------------------------------------------------------------------------------- recognition
@@ -182,9 +182,7 @@ def test_rec_paddle_label_file(tmp_path: Path) -> None:
 def test_rec_line_without_tab(tmp_path: Path, layout: str) -> None:
     write_image(tmp_path / "images" / "a.png")
     labels = write_text(tmp_path / ("labels.tsv" if layout == "dir" else "rec.txt"), "a.png\tok\nb.png text\n")
-    with pytest.raises(DataError) as info:
-        load_rec_dataset(tmp_path if layout == "dir" else labels)
-    assert str(info.value).startswith(f"{labels}:2: no tab")
+    assert_line_error(tmp_path if layout == "dir" else labels, labels, "no tab", load_rec_dataset)
 
 
 # -------------------------------------------------------------------------------------- bad paths

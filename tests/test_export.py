@@ -301,3 +301,28 @@ def test_tools_module_does_not_import_mnn_tools() -> None:
 def test_mnn_version() -> None:
     assert mnn_version().split(".")[0].isdigit()
 
+
+
+def test_post_processing_enters_the_model_files_at_export(tmp_path: Path) -> None:
+    """A torch model file carries its preprocessing only; the export stage attaches the params' post-processing,
+    so a threshold change re-exports (and re-gates) a model but never retrains one (dvc.yaml: teacher lists the
+    preprocessing keys, export the task's section)."""
+    from ocrslim.core.artifacts import model_meta, onnx_ocrslim_meta
+    from ocrslim.core.config import DetConfig, RecConfig
+    from ocrslim.models.io import save_model
+    from ocrslim.models.seed import build_seed_student
+    from stages.export import main
+
+    meta = model_meta("det", None, DetConfig(limit_side_len=640, box_thresh=0.7), RecConfig())
+    assert meta["config"]["det"]["limit_side_len"] == 640 and "box_thresh" not in meta["config"]["det"]
+    torch.manual_seed(0)
+    save_model(build_seed_student("det").eval(), tmp_path / "det.safetensors", meta)
+    params = tmp_path / "params.yaml"
+    params.write_text("export:\n  det_shapes: [[64, 64], [64, 96]]\ndet:\n  box_thresh: 0.6\n  limit_side_len: 960\n")
+    out = tmp_path / "det.onnx"
+    assert main(["--params", str(params), "--task", "det", "--model", str(tmp_path / "det.safetensors"),
+                 "--out", str(out), "--metrics", str(tmp_path / "export.json")]) == 0
+    det = onnx_ocrslim_meta(out)["config"]["det"]
+    assert det["box_thresh"] == 0.6  # the params' post-processing
+    assert det["limit_side_len"] == 640  # the model's own preprocessing, not the params'
+    assert det["thresh"] == DetConfig().thresh

@@ -1,13 +1,18 @@
-"""The inference core stands alone: reading an image with a bundle never imports torch."""
+"""The inference core stands alone: reading an image with a bundle never imports torch, nor anything outside the
+runtime install (``pip install ocrslim``); the det input policy comes from the bundle manifest."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 from ocrslim.core.artifacts import model_meta, sidecar_path
@@ -85,3 +90,137 @@ def test_the_cli_read_path_stays_torch_free(tiny_bundle: Path, tmp_path: Path) -
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stderr.strip().splitlines()[-1] == "CLEAN"
     json.loads(out.stdout)  # machine-readable: MNN's banners went to stderr
+
+
+# ------------------------------------------------------------------------------------------ runtime install
+def _canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def runtime_distributions() -> set[str]:
+    """The distributions a runtime-only install holds: pyproject's base dependencies and what they require."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    todo = [Requirement(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]]
+    seen: set[str] = set()
+    while todo:
+        req = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        name = _canon(req.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += [Requirement(r) for r in md.requires(req.name) or []]
+    return seen
+
+
+def imported_modules(args: list[str]) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run ``python -X importtime ARGS`` and return it with the top-level modules it imported."""
+    out = subprocess.run([sys.executable, "-X", "importtime", *args], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    names = set(re.findall(r"^import time:\s*\d+ \|\s*\d+ \|\s*(\S+)", out.stderr, re.M))
+    return out, {n.split(".")[0] for n in names}
+
+
+def outside_runtime(modules: set[str]) -> list[str]:
+    """The modules (top level) that neither the standard library, ocrslim, nor a runtime distribution provides.
+
+    Left out: modules every interpreter here imports at start-up (site hooks), and optional imports that failed
+    (``-X importtime`` lists attempts too, e.g. tqdm's ``envwrap``) because no such module is installed."""
+    import importlib.metadata as md
+    import importlib.util
+
+    allowed = runtime_distributions() | {"ocrslim"}
+    owners = md.packages_distributions()
+    _, startup = imported_modules(["-c", "pass"])
+    return sorted(m for m in modules - startup - set(sys.stdlib_module_names)
+                  if importlib.util.find_spec(m) is not None
+                  and not any(_canon(d) in allowed for d in owners.get(m, [])))
+
+
+def test_runtime_dependencies_are_a_small_declared_set() -> None:
+    dists = runtime_distributions()
+    assert {"mnn", "onnxruntime", "opencv-python-headless", "numpy"} <= dists
+    assert not dists & {"torch", "onnx", "onnx2torch", "dvc", "hydra-core", "torch-pruning", "rapidocr", "pillow"}
+
+
+def test_cli_read_of_a_directory_imports_only_the_runtime(tiny_bundle: Path, tmp_path: Path) -> None:
+    """`ocrslim read --bundle B DIR --jsonl`, what a runtime-only install runs, imports nothing pyproject's base
+    dependencies do not install (torch, onnx, dvc, hydra, ... are in the [pipeline] extra)."""
+    import cv2
+
+    img, _ = render_page()
+    for name in ("p1.png", "p2.png"):
+        cv2.imwrite(str(tmp_path / name), img)
+    out, modules = imported_modules(["-m", "ocrslim", "read", "--bundle", str(tiny_bundle), str(tmp_path),
+                                     "--jsonl", "--threads", "1"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    images = [json.loads(x)["image"] for x in out.stdout.splitlines()]
+    assert images == [str(tmp_path / n) for n in ("p1.png", "p2.png")]
+    assert "MNN" in modules and "cv2" in modules
+    assert outside_runtime(modules) == []
+
+
+def test_cli_help_and_verify_import_only_the_runtime(tiny_bundle: Path) -> None:
+    out, modules = imported_modules(["-m", "ocrslim", "--help"])
+    assert out.returncode == 0 and "read" in out.stdout and "verify" in out.stdout
+    assert outside_runtime(modules) == []
+    out, modules = imported_modules(["-m", "ocrslim", "verify", str(tiny_bundle)])
+    assert out.returncode == 0 and "verified" in out.stdout, out.stderr[-2000:]
+    assert outside_runtime(modules) == []
+
+
+def test_a_pipeline_command_without_its_dependency_names_the_extra(monkeypatch, capsys) -> None:
+    """In a runtime-only install `ocrslim zoo` (torch) fails with one line naming the [pipeline] extra."""
+    from ocrslim import cli
+    from ocrslim.stage import run_main
+
+    def missing(args):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setattr(cli, "cmd_zoo", missing)
+    assert run_main(cli.main, ["zoo"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: ocrslim zoo: needs torch, which is not installed. Install the pipeline extra: "
+                   "pip install 'ocrslim[pipeline]'.")
+
+
+# ------------------------------------------------------------------------------------------ det input policy
+class _Recorder:
+    """A runner that records the input shapes it is given."""
+
+    def __init__(self, runner) -> None:
+        self.runner, self.name, self.shapes = runner, runner.name, []
+
+    def __call__(self, x):
+        self.shapes.append(tuple(x.shape))
+        return self.runner(x)
+
+
+@pytest.mark.parametrize("policy", [{"limit_type": "max", "limit_side_len": 96},
+                                    {"limit_type": "min", "limit_side_len": 480},
+                                    {"limit_type": "max", "limit_side_len": 2000, "max_side_len": 320}])
+def test_det_input_size_follows_the_manifest(tiny_bundle: Path, tmp_path: Path, policy: dict) -> None:
+    """The det policy (limit_type, limit_side_len, max_side_len) is the manifest's, not the sidecar's or the
+    default: the detector's input is what that policy gives the page."""
+    from ocrslim.infer.pipeline import OCR, open_bundle
+    from ocrslim.infer.preprocess import cap_image, det_resize_shape
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["det"]["config"].update(policy)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    det, rec = open_bundle(bundle, threads=1)
+    want = dataclasses.replace(DetConfig(limit_side_len=64, limit_type="max"), **policy)
+    assert det.det_cfg == want
+    det.runner = _Recorder(det.runner)
+    img, _ = render_page()  # 640 x 336
+    OCR(det, rec).read(img)
+    capped, _, _ = cap_image(img, want)
+    expect = (1, 3, *det_resize_shape(*capped.shape[:2], want))
+    assert det.runner.shapes == [expect]
+    assert expect != (1, 3, *det_resize_shape(*img.shape[:2], DetConfig()))  # the default would differ

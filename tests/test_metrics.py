@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ocrslim.eval.metrics import DetMetric, E2EMetric, RecMetric, match_icdar15, normalize_ci_alnum, normalize_for_ned
+from ocrslim.eval.metrics import (
+    DetMetric,
+    E2EMetric,
+    RecMetric,
+    has_cjk,
+    match_icdar15,
+    normalize_ci_alnum,
+    normalize_for_ned,
+)
 
 
 def box(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
@@ -191,6 +199,33 @@ def test_rec_empty_gt_and_reset() -> None:
     assert metric.summary()["cer"] is None
     metric.reset()
     assert metric.summary()["samples"] == 0
+
+
+def test_rec_by_script_splits_on_the_label_and_keeps_the_totals() -> None:
+    pairs = [("中文识别", "中文识别"),  # CJK: exact, NED 0
+             ("中又识别", "中文识别"),  # CJK: 1 substitution of 4: NED 1/4
+             ("Total 中", "Total 中文"),  # mixed line counts as CJK: "total中" vs "total中文", NED 1/7
+             ("USD 78.92", "USD 78.92"),  # Latin: exact
+             ("2019-04-O7", "2019-04-07")]  # Latin: "20190407" vs "201904o7", NED 1/8
+    plain, split = RecMetric(), RecMetric(by_script=True)
+    for pred, gt in pairs:
+        plain.update(pred, gt)
+        split.update(pred, gt)
+    s = split.summary()
+    assert {k: s[k] for k in plain.summary()} == plain.summary()  # the existing keys and values are unchanged
+    assert s["samples_cjk"] == 3 and s["samples_latin"] == 2
+    assert s["accuracy_cjk"] == 1 / 3 and s["accuracy_latin"] == 1 / 2
+    assert s["one_minus_ned_cjk"] == pytest.approx(1 - (0 + 1 / 4 + 1 / 7) / 3)
+    assert s["one_minus_ned_latin"] == pytest.approx(1 - (0 + 1 / 8) / 2)
+    assert "samples_cjk" not in plain.summary()
+    only_latin = RecMetric(by_script=True)
+    only_latin.update("a", "a")
+    assert only_latin.summary()["one_minus_ned_cjk"] is None and only_latin.summary()["samples_cjk"] == 0
+
+
+def test_has_cjk() -> None:
+    assert has_cjk("何妨1400") and has_cjk("ひらがな") and has_cjk("한국어") and has_cjk("𠀀")
+    assert not has_cjk("MADDOGSKULLCAP") and not has_cjk("（）、。") and not has_cjk("ＵＳＤ７８")
 
 
 # ------------------------------------------------------------------------------------------ end to end

@@ -24,7 +24,8 @@ from ocrslim.models.ppocr import load_ppocrv4, teacher_onnx_path
 from .conftest import REPO
 
 INPUTS = {"det": (1, 3, 64, 64), "rec": (1, 3, 48, 64)}
-CFG = PruneConfig(ratio=0.3, rec_ratio=None, reconstruct=False)  # plain L1 pruning (reconstruction: below)
+CFG = PruneConfig(ratio=0.3, rec_ratio=None, reconstruct=False, head_rank_rec=0)  # plain L1 pruning (reconstruction,
+# low-rank head: below)
 
 
 def _example(task: str) -> torch.Tensor:
@@ -83,7 +84,7 @@ def test_rec_keeps_transformer(teachers: dict[str, nn.Module],
 
 def test_global_mode(teachers: dict[str, nn.Module]) -> None:
     model = copy.deepcopy(teachers["rec"])
-    cfg = PruneConfig(ratio=0.3, rec_ratio=None, mode="global")
+    cfg = PruneConfig(ratio=0.3, rec_ratio=None, mode="global", head_rank_rec=0)
     report = prune_model(model, "rec", cfg, _example("rec"), measure_onnx=False)
     assert report["params_after"] < report["params_before"] and report["macs_after"] < report["macs_before"]
     assert _shapes(model.head) == _shapes(teachers["rec"].head)
@@ -98,7 +99,7 @@ def test_rec_ratio_overrides_ratio_for_rec_only() -> None:
 
 def test_ratio_zero_is_a_no_op(teachers: dict[str, nn.Module]) -> None:
     model = copy.deepcopy(teachers["rec"])
-    report = prune_model(model, "rec", PruneConfig(ratio=0.0), _example("rec"), measure_onnx=False)
+    report = prune_model(model, "rec", PruneConfig(ratio=0.0, head_rank_rec=0), _example("rec"), measure_onnx=False)
     assert report["params_after"] == report["params_before"] and report["macs_after"] == report["macs_before"]
     assert not report["pruned_layers"]
     assert _shapes(model) == _shapes(teachers["rec"])
@@ -166,7 +167,7 @@ def test_reconstruction_brings_the_pruned_model_back_towards_the_original() -> N
     calib, unseen = (torch.rand(n, 3, 16, 16, generator=gen) * 2 - 1 for n in (16, 8))
     errors = {}
     for recon in (False, True):
-        model, original = _Smooth(), _Smooth()
+        model, original = _TwoConv("smooth"), _TwoConv("smooth")
         cfg = PruneConfig(ratio=0.5, round_to=1, ignore_det=("head",), compensate=False, reconstruct=recon)
         report = prune_model(model, "det", cfg, calib[:1], measure_onnx=False, recon_calib=calib)
         with torch.no_grad():
@@ -187,34 +188,25 @@ def test_reconstruction_brings_the_pruned_model_back_towards_the_original() -> N
     assert err < 0.1, err
 
 
-class _Smooth(nn.Module):
-    """conv → ReLU → conv → ReLU → head, with channels that are linear mixtures of a few (so they can be refitted)."""
+class _TwoConv(nn.Module):
+    """conv → ReLU → 1×1 conv → ReLU → head (seeded), its 16 first-conv channels shaped by ``kind``:
 
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.backbone = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.ReLU())
-        self.head = nn.Conv2d(16, 2, 1)
-        with torch.no_grad():
-            w = self.backbone[0].weight
-            w[8:] = w[:8] * torch.rand(8, 1, 1, 1) + 0.05 * torch.randn_like(w[8:])
+    * ``"smooth"``: the last 8 are linear mixtures of the first 8 (so the pruned ones can be refitted);
+    * ``"constant"``: the first 8 carry only a constant (weights ~0, bias 1).
+    """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
-
-
-class _Toy(nn.Module):
-    """conv → ReLU → 1×1 conv → ReLU → head; half of conv1's channels carry only a constant (weights ~0, bias 1)."""
-
-    def __init__(self) -> None:
+    def __init__(self, kind: str) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.backbone = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.ReLU())
         self.head = nn.Conv2d(16, 2, 1)
         with torch.no_grad():
             conv = self.backbone[0]
-            conv.weight[:8] *= 1e-4  # lowest L1 norm: these are the channels pruning removes
-            conv.bias[:8] = 1.0  # ... yet their output is a constant 1 the next layer relies on
+            if kind == "smooth":
+                conv.weight[8:] = conv.weight[:8] * torch.rand(8, 1, 1, 1) + 0.05 * torch.randn_like(conv.weight[8:])
+            else:
+                conv.weight[:8] *= 1e-4  # lowest L1 norm: these are the channels pruning removes
+                conv.bias[:8] = 1.0  # ... yet their output is a constant 1 the next layer relies on
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -223,7 +215,7 @@ class _Toy(nn.Module):
 @pytest.mark.parametrize("compensate", [False, True])
 def test_bias_compensation_keeps_constant_channels_contribution(compensate: bool) -> None:
     x = torch.rand(4, 3, 16, 16) * 2 - 1
-    model = _Toy().eval()
+    model = _TwoConv("constant").eval()
     with torch.no_grad():
         before = model(x)
     cfg = PruneConfig(ratio=0.5, round_to=1, ignore_det=("head",), compensate=compensate, reconstruct=False)
@@ -284,7 +276,7 @@ def test_stage_charset_writes_the_smaller_dictionary(tmp_path: Path) -> None:
     src = tmp_path / "teacher.safetensors"
     save_model(_tiny_ctc(chars), src, {"task": "rec", "characters": chars})
     params = tmp_path / "params.yaml"
-    params.write_text("prune:\n  rec_ratio: 0.0\n  rec_width: 64\n  charset: ascii\n")
+    params.write_text("prune:\n  rec_ratio: 0.0\n  head_rank_rec: 0\n  rec_width: 64\n  charset: ascii\n")
     out, metrics = tmp_path / "rec.safetensors", tmp_path / "prune_rec.json"
     assert main(["--params", str(params), "--task", "rec", "--model", str(src), "--out", str(out),
                  "--metrics", str(metrics)]) == 0

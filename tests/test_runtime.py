@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from torch import nn
 
 from ocrslim.core.errors import ArtifactError
 from ocrslim.export.onnx import export_onnx
-from ocrslim.infer.runners import OrtRunner, TorchRunner, open_runner
+from ocrslim.infer.runners import OrtRunner, TorchRunner, open_model_file, open_runner
 
 
 class TinyDet(nn.Module):
@@ -71,6 +72,17 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return name, model, onnx_path, shapes
 
 
+@pytest.fixture(scope="module")
+def mnn_path(exported: tuple) -> Path:
+    """The exported ONNX file converted to MNN FP32, once per case."""
+    pytest.importorskip("MNN")
+    from ocrslim.export.mnn import convert_onnx_to_mnn
+
+    onnx_path = exported[2]
+    convert_onnx_to_mnn(onnx_path, onnx_path.with_suffix(".mnn"))
+    return onnx_path.with_suffix(".mnn")
+
+
 def _inputs(shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     return [rng.random(s, dtype=np.float32) for s in shapes]
@@ -87,13 +99,8 @@ def test_torch_and_onnx_agree_at_several_shapes(exported: tuple) -> None:
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
 
 
-def test_all_three_runners_agree_and_shapes_can_change(exported: tuple) -> None:
-    pytest.importorskip("MNN")
-    from ocrslim.export.mnn import convert_onnx_to_mnn
-
+def test_all_three_runners_agree_and_shapes_can_change(exported: tuple, mnn_path: Path) -> None:
     name, model, onnx_path, shapes = exported
-    mnn_path = onnx_path.with_suffix(".mnn")
-    convert_onnx_to_mnn(onnx_path, mnn_path)
     runners = [TorchRunner(model, threads=1), open_runner(onnx_path, threads=1), open_runner(mnn_path, threads=1)]
     assert [r.name for r in runners] == ["torch", "onnx", "mnn"]
     # Third shape after the first two, then the first again: the MNN module must re-plan each time.
@@ -107,20 +114,56 @@ def test_all_three_runners_agree_and_shapes_can_change(exported: tuple) -> None:
             np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
 
 
-def test_mnn_output_is_not_overwritten_by_next_call(exported: tuple) -> None:
+def test_mnn_output_is_not_overwritten_by_next_call(exported: tuple, mnn_path: Path) -> None:
     """MNN's read() is a view of its buffer; the runner must return a copy."""
-    pytest.importorskip("MNN")
-    from ocrslim.export.mnn import convert_onnx_to_mnn
-
-    _, _, onnx_path, shapes = exported
-    mnn_path = onnx_path.with_name("copy_check.mnn")
-    convert_onnx_to_mnn(onnx_path, mnn_path)
     runner = open_runner(mnn_path)
-    x = _inputs(shapes[:1])[0]
+    x = _inputs(exported[3][:1])[0]
     first = runner(x)
     kept = first.copy()
     runner(np.zeros_like(x))
     np.testing.assert_array_equal(first, kept)
+
+
+def test_one_suffix_dispatch_returns_the_runner_and_the_files_metadata(tmp_path: Path) -> None:
+    """``open_model_file`` is the one place a suffix picks a runtime; each file's metadata comes with it."""
+    from ocrslim.core.fsutil import write_json
+    from ocrslim.export.steps import _embed_meta
+    from ocrslim.models.io import save_model
+    from ocrslim.models.seed import build_seed_student
+
+    torch.manual_seed(0)
+    st = tmp_path / "det.safetensors"
+    save_model(build_seed_student("det").eval(), st, {"task": "det", "seed": True})
+    runner, got = open_model_file(st)
+    assert isinstance(runner, TorchRunner) and got == {"task": "det", "seed": True}
+    model = _randomize_bn(TinyRec())
+    meta = {"task": "rec", "characters": ["a", "b", "c"]}
+    onnx_path = tmp_path / "rec.onnx"
+    export_onnx(model, onnx_path, torch.rand(1, 3, 8, 40), CASES["rec"][2])
+    _embed_meta(onnx_path, meta)
+    runner, got = open_model_file(onnx_path)  # characters from PP-OCR's `character` key, task from ocrslim's
+    assert isinstance(runner, OrtRunner) and got == meta
+    if importlib.util.find_spec("MNN") is not None:
+        from ocrslim.core.artifacts import sidecar_path
+        from ocrslim.export.mnn import convert_onnx_to_mnn
+
+        convert_onnx_to_mnn(onnx_path, tmp_path / "rec.mnn")
+        write_json(sidecar_path(tmp_path / "rec.mnn"), meta)
+        runner, got = open_model_file(tmp_path / "rec.mnn")
+        assert runner.name == "mnn" and got == meta
+
+
+def test_torch_runner_runs_on_the_modules_device_and_returns_numpy() -> None:
+    model = TinyDet()
+    runner = TorchRunner(model)
+    assert runner.device == next(model.parameters()).device and not model.training
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    explicit = TorchRunner(model, device="cpu")(x)
+    assert isinstance(explicit, np.ndarray) and explicit.dtype == np.float32
+    np.testing.assert_array_equal(runner(x), explicit)
+    if torch.cuda.is_available():
+        on_gpu = TorchRunner(TinyDet().to("cuda").eval())
+        assert on_gpu.device.type == "cuda" and on_gpu(x).shape == (1, 1, 8, 8)
 
 
 def test_torch_runner_restores_thread_count() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .test_select import make_toy_repo, sh
+from .test_select import make_toy_repo
+from .toyrepo import sh
 
 
 def test_local_remote_push_clone_pull_then_repro_is_noop(tmp_path):

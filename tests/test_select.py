@@ -17,8 +17,6 @@ sweep run by ``dvc exp run --run-all``, with one failed and one still queued exp
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -36,7 +34,7 @@ from ocrslim.eval.select import (
     selection_json,
 )
 
-from .conftest import REPO
+from .toyrepo import init_toy_repo, one_stage_dvc_yaml, sh
 
 FIXTURE = Path(__file__).parent / "data" / "exp_rows.json"
 PARAM_KEYS = {"prune.ratio", "quant.bits", "bench.latency"}
@@ -64,50 +62,18 @@ summary = {"teacher": teacher, "student": {"size_mb": 10 * (1 - ratio)}, "bundle
 pathlib.Path("metrics/summary.json").write_text(json.dumps(summary, indent=1))
 '''
 
-TOY_DVC = """\
-stages:
-  train:
-    cmd: python train.py
-    deps: [train.py]
-    params: [prune, quant, bench]
-    outs: [model.bin]
-    metrics:
-      - metrics/summary.json:
-          cache: false
-"""
+TOY_DVC = one_stage_dvc_yaml("train", "train.py", ["prune", "quant", "bench"], outs=["model.bin"])
 
 SWEEP = (["prune.ratio=0.3", "quant.bits=8"], ["prune.ratio=0.4"], ["prune.ratio=0.6"],
          ["prune.ratio=0.2", "bench.latency=false"], ["quant.bits=3"])
 
 
-def toy_env() -> dict[str, str]:
-    """dvc/git environment for toy repos: offline, a git identity, ocrslim importable from any cwd."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1", "PYTHONPATH": path,
-            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-
-
-def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    if cmd[0] == "dvc":
-        cmd = [sys.executable, "-m", "dvc", *cmd[1:]]
-    res = subprocess.run(cmd, cwd=cwd, env=toy_env(), capture_output=True, text=True, timeout=120)
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)}: {res.returncode}\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
-    return res
-
-
 def make_toy_repo(root: Path) -> Path:
     """A git + DVC repo with one stage writing metrics/summary.json from params; reproduced and committed."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "train.py").write_text(TOY_STAGE)
-    (root / "dvc.yaml").write_text(TOY_DVC)
-    (root / "params.yaml").write_text("prune:\n  ratio: 0.1\nquant:\n  bits: 32\nbench:\n  latency: true\n")
-    sh(["git", "-c", "init.defaultBranch=main", "init", "-q"], root)
-    sh(["dvc", "init", "-q"], root)
-    sh(["dvc", "repro", "-q"], root)
-    sh(["git", "add", "-A"], root)
-    sh(["git", "commit", "-qm", "toy baseline"], root)
-    return root
+    return init_toy_repo(root, {
+        "train.py": TOY_STAGE, "dvc.yaml": TOY_DVC,
+        "params.yaml": "prune:\n  ratio: 0.1\nquant:\n  bits: 32\nbench:\n  latency: true\n",
+    }, message="toy baseline")
 
 
 def _set(args: list[str]) -> list[str]:

@@ -44,25 +44,12 @@ from ocrslim.data.datasets import DetSample, RecSample, detect_layout, load_det_
 from ocrslim.data.train import DetBatch, DetTrainSet, RecBatch, RecTrainSet, mix_counts
 from ocrslim.eval.evaluate import score_det, score_rec
 from ocrslim.infer.pipeline import OCR, Model
+from ocrslim.infer.runners import TorchRunner
 
 __all__ = ["TOP_K", "TaskData", "TeacherCache", "distill", "distill_metrics", "task_data"]
 
 #: Teacher classes kept per rec frame as the KD target.
 TOP_K = 32
-
-
-class _ModuleRunner:
-    """A torch module as a pipeline runner on its own device (``TorchRunner`` is CPU-only)."""
-
-    name = "torch"
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-        self.device = next(module.parameters()).device
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        y = self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device))
-        return y.float().cpu().numpy()
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -212,14 +199,14 @@ class _TeacherDet:
 def rec_metrics(model: nn.Module, samples: Sequence[RecSample], characters: Sequence[str],
                 rec_cfg: RecConfig) -> dict[str, Any]:
     """Student accuracy / 1−NED / CER by the evaluate stage's scorer (call inside :func:`engine.evaluate`)."""
-    ocr = OCR(None, Model("rec", _ModuleRunner(model), "student", characters=list(characters), rec_cfg=rec_cfg))
+    ocr = OCR(None, Model("rec", TorchRunner(model), "student", characters=list(characters), rec_cfg=rec_cfg))
     res = score_rec(ocr, samples, warn=_quiet)
     return {**res["rec"], "skipped": res.get("skipped", 0)}
 
 
 def det_metrics(model: nn.Module, samples: Sequence[DetSample], det_cfg: DetConfig) -> dict[str, Any]:
     """Student P/R/hmean (ICDAR 2015) by the evaluate stage's scorer (call inside :func:`engine.evaluate`)."""
-    ocr = OCR(Model("det", _ModuleRunner(model), "student", det_cfg=det_cfg), None)
+    ocr = OCR(Model("det", TorchRunner(model), "student", det_cfg=det_cfg), None)
     res = score_det(ocr, samples, warn=_quiet)
     return {**res["det"], "skipped": res.get("skipped", 0)}
 
@@ -321,7 +308,8 @@ def distill(
             parts: dict[str, torch.Tensor] = {}
             if batch.labelled.any() and t.alpha < 1.0:
                 db = db_loss(pred, batch.gt_prob, batch.gt_mask, batch.gt_thresh, batch.gt_thresh_mask)
-                parts.update(db=db["loss"], db_prob=db["prob"], db_thresh=db["thresh"], db_binary=db["binary"])
+                total = db["prob"] + t.aux_weight * (db["thresh"] + db["binary"])
+                parts.update(db=total, db_prob=db["prob"], db_thresh=db["thresh"], db_binary=db["binary"])
             if kd_det is not None:
                 t_prob = torch.from_numpy(kd_det(batch)).to(device)
                 parts["kd"] = t.kd_weight * det_kd_loss(pred["prob"], t_prob, kind=t.kd)

@@ -159,13 +159,18 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def _set_mode(model: nn.Module, backbone: nn.Module | None, frozen: bool) -> None:
-    """Train mode, except a frozen backbone: no gradients and BatchNorm statistics kept (eval mode)."""
+def _set_mode(model: nn.Module, backbone: nn.Module | None, frozen: bool, freeze_bn: bool = False) -> None:
+    """Train mode, except a frozen backbone (no gradients, BatchNorm statistics kept: eval mode) and, with
+    ``freeze_bn``, every BatchNorm layer (running statistics used and kept; its affine weights still train)."""
     model.train()
     if backbone is not None:
         backbone.requires_grad_(not frozen)
         if frozen:
             backbone.eval()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
 
 @torch.no_grad()
@@ -404,7 +409,7 @@ def fit(
         bar = tqdm(total=cfg.steps, initial=start, desc="distill", disable=not (progress and info.main),
                    file=sys.stderr)
         for step in range(start, end):
-            _set_mode(model, backbone, frozen=step < cfg.freeze_backbone_steps)
+            _set_mode(model, backbone, frozen=step < cfg.freeze_backbone_steps, freeze_bn=cfg.freeze_bn)
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -192,7 +192,7 @@ def calibration_input(task: str, n: int = 8, pre: Pre | None = None) -> torch.Te
 
     _check_task(task)
     p = _pre(task, pre)
-    h, w = (320, 320) if task == "det" else (p.height, 320)  # type: ignore[union-attr]
+    h, w = (320, 320) if task == "det" else (p.height, p.min_width)  # type: ignore[union-attr]
     return torch.from_numpy(np.stack([normalize(text_image(h, w, seed=i), p.mean, p.std) for i in range(n)]))
 
 

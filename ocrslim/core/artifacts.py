@@ -1,10 +1,13 @@
 """What model files and bundles carry besides weights: metadata, sidecars, dictionaries, the manifest.
 
-Every ocrslim model artifact carries the same metadata (:func:`model_meta`): its task, the
-pre/post-processing it was trained and gated with (a :class:`~ocrslim.core.config.DetConfig` or
-:class:`~ocrslim.core.config.RecConfig` as a dict) and, for a recogniser, its dictionary. ONNX files
-hold it in ``metadata_props``; formats that cannot (``.mnn``) keep it in a JSON sidecar beside the
-file (``det.mnn`` → ``det.mnn.json``); a bundle keeps it in ``manifest.json``.
+Every ocrslim model artifact carries the same metadata (:func:`model_meta`): its task, its pre/post-processing
+(a :class:`~ocrslim.core.config.DetConfig` or :class:`~ocrslim.core.config.RecConfig` as a dict) and, for a
+recogniser, its dictionary. A torch model file (teacher, pruned, student ``.safetensors``) holds the
+preprocessing only, what the model was pruned and trained to see; the post-processing (DB thresholds, unclip,
+rec batch size, drop score) is attached when it is exported (:func:`with_postprocessing`), so changing a
+threshold re-exports and re-gates a model but retrains nothing. ONNX files hold the metadata in
+``metadata_props``; formats that cannot (``.mnn``) keep it in a JSON sidecar beside the file (``det.mnn`` →
+``det.mnn.json``); a bundle keeps it in ``manifest.json``.
 
 A bundle's manifest names each file with its sha256 and size. :func:`read_manifest` refuses a file
 that is missing, changed, truncated or named outside the bundle directory, so nothing reads a model
@@ -25,23 +28,46 @@ from ocrslim.core.errors import ArtifactError
 from ocrslim.core.fsutil import sha256_file, write_json, write_text
 
 __all__ = [
-    "BUNDLE_FORMAT", "MANIFEST", "configs_of", "model_meta", "onnx_characters", "onnx_metadata", "onnx_ocrslim_meta",
-    "preprocessing", "read_dict_file", "read_manifest", "read_sidecar", "sidecar_path", "write_manifest",
+    "BUNDLE_FORMAT", "MANIFEST", "TORCHSCRIPT_RUNTIME", "configs_of", "model_meta", "onnx_characters", "onnx_metadata",
+    "onnx_ocrslim_meta",
+    "preprocessing", "read_dict_file", "read_manifest", "read_sidecar", "sidecar_path", "with_postprocessing",
+    "write_manifest",
 ]
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "ocrslim-bundle/2"
-_BUNDLE_FORMATS = ("ocrslim-bundle/1", BUNDLE_FORMAT)
+# A manifest's "runtime" for TorchScript models (ocrslim.export.targets): described and verified, never loaded.
+TORCHSCRIPT_RUNTIME = "torchscript"
+_BUNDLE_FORMATS = (BUNDLE_FORMAT,)  # ocrslim-bundle/1 (no sizes, no dictionary hash) is refused: rebuild it
 TASKS = ("det", "rec")
 
 
 # ------------------------------------------------------------------------------------------ metadata
 def model_meta(task: str, characters: Sequence[str] | None, det_cfg: DetConfig, rec_cfg: RecConfig) -> dict[str, Any]:
-    """Metadata every ocrslim model artifact carries (task, dictionary, pre/post-processing)."""
-    meta: dict[str, Any] = {"task": task, "config": {task: to_dict(det_cfg if task == "det" else rec_cfg)}}
+    """Metadata a model carries from the teacher stage on: its task, its preprocessing (the keys of its task's
+    config outside ``POSTPROCESSING``) and, for a recogniser, its dictionary."""
+    cfg = det_cfg if task == "det" else rec_cfg
+    pre = {k: v for k, v in to_dict(cfg).items() if k not in type(cfg).POSTPROCESSING}
+    meta: dict[str, Any] = {"task": task, "config": {task: pre}}
     if task == "rec":
         meta["characters"] = list(characters or [])
     return meta
+
+
+def with_postprocessing(meta: dict[str, Any], cfg: DetConfig | RecConfig) -> dict[str, Any]:
+    """``meta`` with its task's config completed by ``cfg`` (the params' ``det`` / ``rec`` section): the
+    post-processing from ``cfg``, the preprocessing the model carries (``cfg``'s where it carries none). What an
+    exported model file holds.
+
+    >>> with_postprocessing({"config": {"det": {"mean": [0, 0, 0]}}}, DetConfig(box_thresh=0.6))["config"]["det"][
+    ...     "box_thresh"]
+    0.6
+    """
+    task = "det" if isinstance(cfg, DetConfig) else "rec"
+    conf = meta.get("config", {})
+    own = {k: v for k, v in conf.get(task, {}).items() if k not in type(cfg).POSTPROCESSING}
+    full = from_dict(type(cfg), {**to_dict(cfg), **own}, task)
+    return {**meta, "config": {**conf, task: to_dict(full)}}
 
 
 def configs_of(meta: dict[str, Any]) -> dict[str, Any]:
@@ -183,6 +209,8 @@ def _check_file(path: Path, entry: dict[str, Any], sha_key: str, manifest: Path)
     if not path.is_file():
         raise ArtifactError(f"{path}: named in {manifest.name} but missing. Rebuild or re-copy the whole bundle.")
     size = entry.get("size_bytes") if sha_key == "sha256" else None
+    if sha_key == "sha256" and (not isinstance(size, int) or isinstance(size, bool)):
+        raise ArtifactError(f"{manifest}: no size_bytes for {path.name}. Rebuild the bundle with dvc repro.")
     if size is not None and path.stat().st_size != size:
         raise ArtifactError(f"{path}: {path.stat().st_size} bytes, {manifest.name} says {size} (truncated or "
                             "replaced). Re-copy the bundle.")
@@ -222,6 +250,6 @@ def read_manifest(bundle: str | Path, verify: bool = True) -> dict[str, Any]:
             _check_file(entry["path"], entry, "sha256", manifest_path)
     rec = data["rec"]
     rec["dict_path"] = _inside(bundle, rec.get("dict"), manifest_path, "rec.dict")
-    if verify and (data["format"] == BUNDLE_FORMAT or "dict_sha256" in rec):
+    if verify:
         _check_file(rec["dict_path"], rec, "dict_sha256", manifest_path)
     return data

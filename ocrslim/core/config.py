@@ -16,7 +16,7 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -39,8 +39,14 @@ def _check(cond: bool, key: str, problem: str) -> None:
 class DetConfig:
     """Text detection pre/post-processing (PP-OCR / DBNet conventions).
 
-    Images are BGR uint8 (OpenCV order, as PP-OCR models were trained on).
+    Images are BGR uint8 (OpenCV order, as PP-OCR models were trained on). The keys above ``thresh`` are
+    preprocessing: they shape what the model sees, are read while it is pruned and trained, and travel with it from
+    the teacher stage on. :attr:`POSTPROCESSING` only reads its output: attached when the model is exported
+    (:func:`ocrslim.core.artifacts.with_postprocessing`), so changing one retrains nothing.
     """
+
+    POSTPROCESSING: ClassVar[tuple[str, ...]] = (
+        "thresh", "box_thresh", "unclip_ratio", "max_candidates", "min_size", "use_dilation")
 
     limit_side_len: int = 736  # resize target for the side chosen by limit_type
     limit_type: str = "min"  # "min": short side scaled up to limit; "max": long side scaled down to limit
@@ -68,7 +74,13 @@ class DetConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RecConfig:
-    """Text-line recognition pre/post-processing (PP-OCR CTC conventions)."""
+    """Text-line recognition pre/post-processing (PP-OCR CTC conventions).
+
+    As for :class:`DetConfig`: the input keys travel with the model; :attr:`POSTPROCESSING` (how crops are batched
+    and which lines end-to-end reading keeps) is attached on export.
+    """
+
+    POSTPROCESSING: ClassVar[tuple[str, ...]] = ("batch_size", "drop_score")
 
     height: int = 48  # input height of the recogniser
     min_side: int = 30  # crops with a shorter side are first scaled up to it, sides rounded to 32 (RapidOCR)
@@ -121,6 +133,27 @@ class ExportConfig:
         for w in self.rec_widths:
             _check(w % 8 == 0 and w > 0, "export.rec_widths", "must be multiples of 8")
         _check(self.det_tol > 0 and self.rec_tol > 0, "export.det_tol/rec_tol", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetsConfig:
+    """Export targets beside the MNN bundle, from its manifest (``targets`` stage): an ONNX Runtime bundle and
+    TorchScript students, each written only after it reads real pages like the MNN bundle."""
+
+    pages: tuple[str, ...] = ("../shared/data/sroie_dev",)  # det sets whose pages the parity check reads
+    limit: int | None = 10  # first N pages of each set; null = all
+    # lines matched (box IoU >= 0.5) as 2 matched / (bundle lines + target lines), and matched lines read alike;
+    # the FP32 targets against an INT8 bundle differ a little, a wrong dictionary or preprocessing a lot
+    min_line_agreement: float = 0.9
+    min_text_agreement: float = 0.9
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        _check(len(self.pages) >= 1, "targets.pages", "needs at least one det set")
+        _check(self.limit is None or self.limit >= 1, "targets.limit", "must be >= 1 or null")
+        for key in ("min_line_agreement", "min_text_agreement"):
+            _check(0.0 <= getattr(self, key) <= 1.0, f"targets.{key}", "must be in [0, 1]")
+        _check(self.threads >= 1, "targets.threads", "must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,8 +262,17 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: not found. Run from the repo root, or compose it with dvc exp run.")
-    with path.open(encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}). Recompose it from conf/: "
+                          "python -m ocrslim.compose.") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}. Recompose it from conf/: "
+                          "python -m ocrslim.compose.") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections. Recompose it from conf/.")
     return data
@@ -265,7 +307,10 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Data and calibration (issue 3)
 # --------------------------------------------------------------------------------------------
-_SYSTEM_FONTS = ("/usr/share/fonts/**/*.ttf", "/usr/share/fonts/**/*.ttc", "/usr/share/fonts/**/*.otf")
+# What `python -m ocrslim.data.fonts --lock` scans; as data.fonts these globs are not reproducible (they take
+# whatever fonts a machine carries), so the default is the hashed lock written from them.
+SYSTEM_FONT_GLOBS = ("/usr/share/fonts/**/*.ttf", "/usr/share/fonts/**/*.ttc", "/usr/share/fonts/**/*.otf")
+FONT_LOCK = "conf/fonts.lock"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,8 +320,10 @@ class DataConfig:
     out: str = "data/synth"
     seed: int = 0  # sample i of a split uses seed (seed, task, split, i): identical output for any worker count
     workers: int = 2
-    dictionary: str = "ppocrv4_mobile_rec"  # zoo rec model (its ONNX charset) or a dict file, one char per line
-    fonts: tuple[str, ...] = _SYSTEM_FONTS  # globs or files; "default" = Pillow's bundled Latin font
+    # the default teacher's recogniser (its ONNX charset), another zoo rec model, or a dict file, one char per line
+    dictionary: str = TeacherConfig.rec
+    # font lock files (sha256-checked, in order), globs (not reproducible), files; "default" = Pillow's Latin font
+    fonts: tuple[str, ...] = (FONT_LOCK,)
     font_exclude: tuple[str, ...] = ("*Math*",)  # file-name globs left out (symbol fonts)
     det_train: int = 1000  # pages per split
     det_val: int = 100
@@ -372,9 +419,9 @@ class StudentConfig:
     """Where each task's student starts (``prune`` stage; ``student`` config group).
 
     ``pruned``: the teacher itself, pruned by ``prune.ratio`` (pretrained weights; recovers in tens of
-    CPU steps). Any other value names a seed architecture built from scratch
-    (:data:`ocrslim.models.seed.SEED_STUDENTS`: ``mobilenetv3_small_fpn`` for det, ``vit_6x192`` for
-    rec); those start untrained and need thousands of distill steps (a GPU).
+    CPU steps). Any other value names a ``student`` of :mod:`ocrslim.models.registry`, built from scratch
+    (:func:`ocrslim.models.seed.build_seed_student`; ``conf/student/seed.yaml`` picks one per task); those start
+    untrained and need thousands of distill steps (a GPU).
     """
 
     det: str = "pruned"
@@ -499,137 +546,10 @@ class PruneConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class FitConfig:
-    """What the training loop (:func:`ocrslim.compress.engine.fit`) needs: schedule, cadence, device.
+class LoopConfig:
+    """The training loop's schedule, cadence and device, shared by both tasks: the ``distill`` keys beside its
+    ``det`` / ``rec`` sections (:class:`DistillConfig`), and with one task's steps the loop's :class:`FitConfig`."""
 
-    Built by :meth:`DistillConfig.fit` from the shared ``distill`` keys and one task's section.
-    """
-
-    steps: int = 200  # optimizer steps (not epochs)
-    lr: float = 5e-4  # peak AdamW learning rate, after warm-up
-    warmup_steps: int = 20  # linear from 0 to lr
-    weight_decay: float = 1e-2  # AdamW, matrices/convs only (not norms, biases, scalars)
-    schedule: str = "cosine"  # "cosine" to 0 at `steps`; "step": lr × step_gamma every step_size steps
-    step_size: int = 100
-    step_gamma: float = 0.1
-    grad_clip: float = 5.0  # max gradient L2 norm; 0 disables
-    freeze_backbone_steps: int = 0  # staged fine-tuning: backbone (and its BatchNorm stats) frozen first
-    eval_every: int = 0  # steps between validations (and at the end); 0 = only at the end
-    ckpt_every: int = 25  # steps between checkpoints (and at the end)
-    seed: int = 0
-    device: str = "auto"  # "cpu" | "cuda" | "auto" (cuda when available)
-    threads: int = 2  # torch intra-op threads (CPU) and the teacher runtime's
-    channels_last: bool = True  # CPU: NHWC weights/activations (oneDNN convolutions ~25-30% faster)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainTaskConfig:
-    """One task's recovery: teacher, data (with mixing shares), steps, KD weight (``distill.det`` / ``distill.rec``).
-
-    ``train_data`` may mix labelled sets (ground truth + KD) and plain image folders (KD only: a user's
-    unlabelled pages or crops, the common case); ``mix`` gives each set's share of every batch (empty: in
-    proportion to the sets' sizes).
-    """
-
-    teacher: str | None = None  # open_model spec (conf wires ${teacher.det}); null only with alpha 0
-    steps: int = 200
-    batch_size: int = 8  # per process (DDP: per rank)
-    lr: float = 5e-4
-    warmup_steps: int = 20
-    alpha: float = 0.5  # loss = alpha · KD + (1 − alpha) · ground truth (KD alone where a sample has none)
-    train_data: tuple[str, ...] = ()
-    mix: tuple[float, ...] = ()  # share of each train_data set in every batch (normalised); () = by set size
-    val_data: tuple[str, ...] = ()
-    max_val: int | None = 50  # first N samples of each val set; null = all
-    cache_teacher: bool = True  # teacher outputs computed once per (sample, augmentation) and reused
-
-    def _check_task(self, key: str) -> None:
-        _check(self.steps >= 1, f"{key}.steps", f"is {self.steps}, must be >= 1")
-        _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
-        _check(0.0 < self.lr <= 1.0, f"{key}.lr", f"is {self.lr}, must be in (0, 1]")
-        _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
-        _check(0.0 <= self.alpha <= 1.0, f"{key}.alpha", f"is {self.alpha}, must be in [0, 1]")
-        _check(self.alpha == 0 or bool(self.teacher), f"{key}.teacher",
-               f"is empty while alpha > 0; name a teacher, or set {key}.alpha 0 to fine-tune on labels only")
-        _check(len(self.train_data) >= 1, f"{key}.train_data", "needs at least one set")
-        _check(not self.mix or len(self.mix) == len(self.train_data), f"{key}.mix",
-               f"has {len(self.mix)} shares for {len(self.train_data)} train_data sets; give one per set, or []")
-        _check(all(w >= 0 for w in self.mix) and (not self.mix or sum(self.mix) > 0), f"{key}.mix",
-               "shares must be >= 0 and not all 0")
-        _check(self.max_val is None or self.max_val >= 1, f"{key}.max_val", "must be >= 1 or null")
-
-
-@dataclasses.dataclass(frozen=True)
-class DetTrainConfig(TrainTaskConfig):
-    """Detector recovery (``distill.det``): DB loss on labelled pages + probability-map KD, on square crops."""
-
-    teacher: str | None = "ppocrv4_mobile_det"
-    steps: int = 200  # ~2.5 s per step on 2 CPU cores (benchmarks/train_step.py): the cold-repro budget
-    batch_size: int = 8
-    lr: float = 1e-3
-    train_data: tuple[str, ...] = (f"{_SPLITS}/sroie_train/det/train.split.json", "data/synth/det/train")
-    mix: tuple[float, ...] = (0.5, 0.5)
-    val_data: tuple[str, ...] = (f"{_SPLITS}/sroie_train/det/val.split.json",)
-    max_val: int | None = 20
-    kd: str = "bce"  # KD on probability maps: "bce" (teacher map as soft labels) or "l2"
-    kd_weight: float = 5.0  # scales KD to DB's own probability term (its alpha = 5)
-    size: int = 512  # square training crop, px
-    # crops: "inference" = pages resized as the detector's preprocessing does (× U(0.6, 1.2)) then cropped, so
-    # text has the size the deployed model sees; "page" = the long side to size × U(0.5, 1.5)
-    scale: str = "inference"
-    # fixed seeded augmentations per page when the teacher is cached (its map of a view is computed once)
-    views: int = 4
-
-    def __post_init__(self) -> None:
-        self._check_task("distill.det")
-        _check(self.views >= 1, "distill.det.views", "must be >= 1")
-        _check(self.kd in ("bce", "l2"), "distill.det.kd", f"is {self.kd!r}, must be 'bce' or 'l2'")
-        _check(self.kd_weight > 0, "distill.det.kd_weight", "must be > 0")
-        _check(self.size >= 32 and self.size % 32 == 0, "distill.det.size", "must be a multiple of 32, >= 32")
-        _check(self.scale in ("inference", "page"), "distill.det.scale",
-               f"is {self.scale!r}, must be 'inference' or 'page'")
-
-
-@dataclasses.dataclass(frozen=True)
-class RecTrainConfig(TrainTaskConfig):
-    """Recogniser recovery (``distill.rec``): CTC on labelled crops + per-frame KD, batches of one width bucket."""
-
-    teacher: str | None = "ppocrv4_mobile_rec"
-    # a short, gentle fine-tune of the low-rank head (the backbone is the teacher's): ~2.5 s per step on 2 cores
-    steps: int = 100
-    batch_size: int = 32
-    lr: float = 3e-4
-    train_data: tuple[str, ...] = (f"{_SPLITS}/sroie_train/rec/train.split.json",
-                                   f"{_SPLITS}/ic15_words_train/rec/train.split.json", "data/synth/rec/train")
-    mix: tuple[float, ...] = (0.3, 0.2, 0.5)
-    val_data: tuple[str, ...] = (f"{_SPLITS}/sroie_train/rec/val.split.json",
-                                 f"{_SPLITS}/ic15_words_train/rec/val.split.json", "data/synth/rec/val")
-    max_val: int | None = 300
-    temperature: float = 1.0  # KD softening (T=1: at T=6 the 6,625-class target is nearly uniform)
-    # training widths: each crop is resized to the rec height keeping its aspect and padded (or squeezed) to
-    # the smallest of these that holds it; a batch holds crops of one width (short words cost less)
-    widths: tuple[int, ...] = (160, 320)
-
-    def __post_init__(self) -> None:
-        self._check_task("distill.rec")
-        _check(self.temperature > 0, "distill.rec.temperature", f"is {self.temperature}, must be > 0")
-        _check(len(self.widths) >= 1 and all(w >= 8 and w % 8 == 0 for w in self.widths)
-               and list(self.widths) == sorted(set(self.widths)), "distill.rec.widths",
-               "must be increasing multiples of 8, >= 8")
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillConfig:
-    """Recovering a pruned student: KD from a frozen teacher plus ground truth (``distill`` stage).
-
-    The teacher runs forward only (ONNX Runtime for zoo names). ``alpha = 0`` in a task's section is plain
-    ground-truth fine-tuning: no teacher is opened. Training is step-based; batch ``i`` depends only on
-    ``(seed, i, rank)``, so a killed run that resumes from its checkpoint sees the same data as an
-    uninterrupted one.
-    """
-
-    det: DetTrainConfig = dataclasses.field(default_factory=DetTrainConfig)
-    rec: RecTrainConfig = dataclasses.field(default_factory=RecTrainConfig)
     weight_decay: float = 1e-2  # AdamW, matrices/convs only (not norms, biases, scalars)
     schedule: str = "cosine"  # "cosine" to 0 at `steps`; "step": lr × step_gamma every step_size steps
     step_size: int = 100
@@ -658,6 +578,143 @@ class DistillConfig:
                f"is {self.device!r}, must be cpu, cuda or auto")
         _check(self.threads >= 1, "distill.threads", "must be >= 1")
 
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FitConfig(LoopConfig):
+    """What the training loop (:func:`ocrslim.compress.engine.fit`) needs: one task's steps, peak learning rate and
+    warm-up (``distill.<task>``, no defaults of their own) with the shared :class:`LoopConfig`.
+
+    Built by :meth:`DistillConfig.fit`.
+    """
+
+    steps: int  # optimizer steps (not epochs)
+    lr: float  # peak AdamW learning rate, after warm-up
+    warmup_steps: int  # linear from 0 to lr
+    freeze_bn: bool = False  # BatchNorm layers keep their running statistics (eval mode) while training
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainTaskConfig:
+    """One task's recovery: teacher, data (with mixing shares), steps, KD weight (``distill.det`` / ``distill.rec``).
+
+    ``train_data`` may mix labelled sets (ground truth + KD) and plain image folders (KD only: a user's
+    unlabelled pages or crops, the common case); ``mix`` gives each set's share of every batch (empty: in
+    proportion to the sets' sizes). The keys without a default here are set by each task's section.
+    """
+
+    # open_model spec: the teacher being compressed (conf/config.yaml wires ${teacher.det}); null only with alpha 0
+    teacher: str | None = dataclasses.field(kw_only=True)
+    steps: int = dataclasses.field(kw_only=True)  # optimizer steps (not epochs)
+    batch_size: int = dataclasses.field(kw_only=True)  # per process (DDP: per rank)
+    lr: float = dataclasses.field(kw_only=True)  # peak AdamW learning rate, after warm-up
+    warmup_steps: int = 20  # linear from 0 to lr
+    alpha: float = 0.5  # loss = alpha · KD + (1 − alpha) · ground truth (KD alone where a sample has none)
+    train_data: tuple[str, ...] = dataclasses.field(kw_only=True)
+    # share of each train_data set in every batch (normalised); () = by set size
+    mix: tuple[float, ...] = dataclasses.field(kw_only=True)
+    val_data: tuple[str, ...] = dataclasses.field(kw_only=True)
+    max_val: int | None = dataclasses.field(kw_only=True)  # first N samples of each val set; null = all
+    cache_teacher: bool = True  # teacher outputs computed once per (sample, augmentation) and reused
+    # BatchNorm layers keep the teacher's running statistics (their affine weights still train): a short
+    # fine-tune on small, padded batches otherwise replaces them with noisy batch statistics
+    freeze_bn: bool = True
+
+    def _check_task(self, key: str) -> None:
+        _check(self.steps >= 1, f"{key}.steps", f"is {self.steps}, must be >= 1")
+        _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
+        _check(0.0 < self.lr <= 1.0, f"{key}.lr", f"is {self.lr}, must be in (0, 1]")
+        _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
+        _check(0.0 <= self.alpha <= 1.0, f"{key}.alpha", f"is {self.alpha}, must be in [0, 1]")
+        _check(self.alpha == 0 or bool(self.teacher), f"{key}.teacher",
+               f"is empty while alpha > 0; name a teacher, or set {key}.alpha 0 to fine-tune on labels only")
+        _check(len(self.train_data) >= 1, f"{key}.train_data", "needs at least one set")
+        _check(not self.mix or len(self.mix) == len(self.train_data), f"{key}.mix",
+               f"has {len(self.mix)} shares for {len(self.train_data)} train_data sets; give one per set, or []")
+        _check(all(w >= 0 for w in self.mix) and (not self.mix or sum(self.mix) > 0), f"{key}.mix",
+               "shares must be >= 0 and not all 0")
+        _check(self.max_val is None or self.max_val >= 1, f"{key}.max_val", "must be >= 1 or null")
+
+
+@dataclasses.dataclass(frozen=True)
+class DetTrainConfig(TrainTaskConfig):
+    """Detector recovery (``distill.det``): DB loss on labelled pages + probability-map KD, on square crops."""
+
+    teacher: str | None = TeacherConfig.det
+    steps: int = 200  # ~2.5 s per step on 2 CPU cores (benchmarks/train_step.py): the cold-repro budget
+    batch_size: int = 8
+    lr: float = 1e-3
+    train_data: tuple[str, ...] = (f"{_SPLITS}/sroie_train/det/train.split.json", "data/synth/det/train")
+    mix: tuple[float, ...] = (0.5, 0.5)
+    val_data: tuple[str, ...] = (f"{_SPLITS}/sroie_train/det/val.split.json",)
+    max_val: int | None = 20
+    kd: str = "bce"  # KD on probability maps: "bce" (teacher map as soft labels) or "l2"
+    kd_weight: float = 5.0  # scales KD to DB's own probability term (its alpha = 5)
+    # weight of DB's threshold-map L1 and binary-map dice (the training-only branches; inference reads the
+    # probability map alone). The threshold branch starts untrained: its binary-map gradient reaches the
+    # pretrained probability map through the differentiable binarisation.
+    aux_weight: float = 1.0
+    size: int = 512  # square training crop, px
+    # crops: "inference" = pages resized as the detector's preprocessing does (× U(0.6, 1.2)) then cropped, so
+    # text has the size the deployed model sees; "page" = the long side to size × U(0.5, 1.5)
+    scale: str = "inference"
+    # fixed seeded augmentations per page when the teacher is cached (its map of a view is computed once)
+    views: int = 4
+
+    def __post_init__(self) -> None:
+        self._check_task("distill.det")
+        _check(self.views >= 1, "distill.det.views", "must be >= 1")
+        _check(self.kd in ("bce", "l2"), "distill.det.kd", f"is {self.kd!r}, must be 'bce' or 'l2'")
+        _check(self.kd_weight > 0, "distill.det.kd_weight", "must be > 0")
+        _check(self.aux_weight >= 0, "distill.det.aux_weight", "must be >= 0 (0: probability-map loss only)")
+        _check(self.size >= 32 and self.size % 32 == 0, "distill.det.size", "must be a multiple of 32, >= 32")
+        _check(self.scale in ("inference", "page"), "distill.det.scale",
+               f"is {self.scale!r}, must be 'inference' or 'page'")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecTrainConfig(TrainTaskConfig):
+    """Recogniser recovery (``distill.rec``): CTC on labelled crops + per-frame KD, batches of one width bucket."""
+
+    teacher: str | None = TeacherConfig.rec
+    # a short, gentle fine-tune of the low-rank head (the backbone is the teacher's): ~2.5 s per step on 2 cores
+    steps: int = 100
+    batch_size: int = 32
+    lr: float = 3e-4
+    train_data: tuple[str, ...] = (f"{_SPLITS}/sroie_train/rec/train.split.json",
+                                   f"{_SPLITS}/ic15_words_train/rec/train.split.json", "data/synth/rec/train")
+    mix: tuple[float, ...] = (0.3, 0.2, 0.5)
+    val_data: tuple[str, ...] = (f"{_SPLITS}/sroie_train/rec/val.split.json",
+                                 f"{_SPLITS}/ic15_words_train/rec/val.split.json", "data/synth/rec/val")
+    max_val: int | None = 300
+    temperature: float = 1.0  # KD softening (T=1: at T=6 the 6,625-class target is nearly uniform)
+    # training widths: each crop is resized to the rec height keeping its aspect and padded (or squeezed) to
+    # the smallest of these that holds it; a batch holds crops of one width. The first is rec.min_width (what
+    # the runners pad short crops to) and the last holds ~99% of receipt lines: squeezing a long line to 320
+    # teaches a shape the runners never feed (a third of SROIE lines are wider than 320 px at height 48).
+    # A batch of a wider bucket holds proportionally fewer crops (batch_size counts crops of the first width).
+    widths: tuple[int, ...] = (320, 640, 960)
+
+    def __post_init__(self) -> None:
+        self._check_task("distill.rec")
+        _check(self.temperature > 0, "distill.rec.temperature", f"is {self.temperature}, must be > 0")
+        _check(len(self.widths) >= 1 and all(w >= 8 and w % 8 == 0 for w in self.widths)
+               and list(self.widths) == sorted(set(self.widths)), "distill.rec.widths",
+               "must be increasing multiples of 8, >= 8")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig(LoopConfig):
+    """Recovering a pruned student: KD from a frozen teacher plus ground truth (``distill`` stage).
+
+    The teacher runs forward only (ONNX Runtime for zoo names). ``alpha = 0`` in a task's section is plain
+    ground-truth fine-tuning: no teacher is opened. Training is step-based; batch ``i`` depends only on
+    ``(seed, i, rank)``, so a killed run that resumes from its checkpoint sees the same data as an
+    uninterrupted one. The shared loop keys (:class:`LoopConfig`) come first in the section.
+    """
+
+    det: DetTrainConfig = dataclasses.field(default_factory=DetTrainConfig)
+    rec: RecTrainConfig = dataclasses.field(default_factory=RecTrainConfig)
+
     def task(self, task: str) -> DetTrainConfig | RecTrainConfig:
         """The section of ``task`` ("det" or "rec")."""
         return self.det if task == "det" else self.rec
@@ -670,27 +727,38 @@ class DistillConfig:
     def fit(self, task: str) -> FitConfig:
         """The training-loop settings of ``task``: its steps, lr and warm-up with the shared schedule."""
         t = self.task(task)
-        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(FitConfig) if hasattr(self, f.name)}
-        return FitConfig(**{**shared, "steps": t.steps, "lr": t.lr, "warmup_steps": t.warmup_steps})
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(LoopConfig)}
+        return FitConfig(**shared, steps=t.steps, lr=t.lr, warmup_steps=t.warmup_steps, freeze_bn=t.freeze_bn)
 
 
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
-    """Host-CPU measurement of every model variant the DAG built (size, latency, peak memory)."""
+    """Whole pages, end to end, per reader on this host's CPU: latency, throughput, peak memory and accuracy.
 
-    runs: int = 20  # timed calls per variant after warm-up
-    warmup: int = 3
-    threads: int = 2
-    det_shape: tuple[int, int] = (736, 736)  # H, W of the det input
-    rec_batch: int = 6  # a PP-OCR rec batch
-    rec_width: int = 320
-    rss: bool = True  # measure peak RSS in a fresh process per variant
+    :mod:`ocrslim.eval.pages`: each reader (the bundle, the teacher in MNN FP32 and in ONNX Runtime, the student
+    in MNN FP32; optionally the peers rapidocr_v4 / rapidocr_v6) reads every page of each set, decode → det →
+    crops → rec → text, timed per page; det hmean and e2e F1 of what it read are scored beside.
+    """
+
+    # det sets with transcriptions; the synthetic test pages stand in for scene images (no real scene set with GT)
+    pages: tuple[str, ...] = ("../shared/data/sroie_dev", "data/synth/det/test")
+    limit: int | None = 60  # first N pages of each set; null = all
+    readers: tuple[str, ...] = ("bundle", "teacher_mnn", "teacher_onnx", "student_mnn")
+    threads: tuple[int, ...] = (1, 2)  # intra-op threads; one measurement per count
+    runs: int = 1  # timed passes over the pages (p50/p90 over every page of every pass)
+    warmup: int = 1  # pages read untimed first
+    rss: bool = True  # a fresh process per reader, set and thread count (peak RSS); false: in the stage's process
+    timeout: float = 1800.0  # seconds one measuring process may take
 
     def __post_init__(self) -> None:
+        _check(len(self.pages) >= 1, "bench.pages", "needs at least one det set")
+        _check(self.limit is None or self.limit >= 1, "bench.limit", "must be >= 1 or null")
+        _check(len(self.readers) >= 1 and len(set(self.readers)) == len(self.readers), "bench.readers",
+               "needs at least one reader, without duplicates")
+        _check(len(self.threads) >= 1 and all(t >= 1 for t in self.threads), "bench.threads",
+               "must be a list of thread counts >= 1")
         _check(self.runs >= 1 and self.warmup >= 0, "bench.runs/warmup", "must be >= 1 / >= 0")
-        _check(self.threads >= 1, "bench.threads", "must be >= 1")
-        _check(all(v % 32 == 0 and v > 0 for v in self.det_shape), "bench.det_shape", "must be multiples of 32")
-        _check(self.rec_batch >= 1 and self.rec_width % 8 == 0, "bench.rec_batch/rec_width", "must be >= 1 / /8")
+        _check(self.timeout > 0, "bench.timeout", "must be > 0 seconds")
 
 
 # --------------------------------------------------------------------------------------------
@@ -771,7 +839,8 @@ class QuantizeConfig:
 SECTIONS: dict[str, type] = {
     "teacher": TeacherConfig, "det": DetConfig, "rec": RecConfig, "export": ExportConfig, "convert": ConvertConfig,
     "eval": EvalConfig, "data": DataConfig, "split": SplitConfig, "calibrate": CalibrateConfig, "prune": PruneConfig,
-    "distill": DistillConfig, "student": StudentConfig, "quantize": QuantizeConfig, "bench": BenchConfig,
+    "distill": DistillConfig, "student": StudentConfig, "quantize": QuantizeConfig, "targets": TargetsConfig,
+    "bench": BenchConfig,
 }
 
 SCHEMA_NAME = "ocrslim_schema"
@@ -779,6 +848,8 @@ SCHEMA_NAME = "ocrslim_schema"
 #: Keys renamed since an earlier version: old ``section.key`` → new ``section.key`` (a one-line error names it).
 RENAMED: dict[str, str] = {
     "data.extra_train": "split.det_sets / split.rec_sets (the split stage validates the real training sets)",
+    # the bench stage times whole pages at their own size (bench.pages, bench.limit) instead of fixed tensors
+    **{f"bench.{old}": "bench.pages / bench.limit" for old in ("det_shape", "rec_batch", "rec_width")},
     **{f"distill.{old}": f"distill.{new}" for old, new in (
         ("teacher_det", "det.teacher"), ("teacher_rec", "rec.teacher"), ("steps", "det.steps / distill.rec.steps"),
         ("batch_size_det", "det.batch_size"), ("batch_size_rec", "rec.batch_size"), ("lr", "det.lr / distill.rec.lr"),

@@ -6,11 +6,21 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+def _remove_stale_temps(dest: Path) -> None:
+    """Remove what a killed earlier write of ``dest`` left beside it (``.<name>.<8 random chars>.tmp``): a
+    SIGKILL skips the ``finally`` below. Only one process writes a given output at a time (DVC's lock)."""
+    stale = re.compile(rf"\.{re.escape(dest.name)}\.[a-z0-9_]{{8}}\.tmp")
+    for old in dest.parent.iterdir():
+        if stale.fullmatch(old.name) and old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -21,6 +31,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(dest)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     tmp = tmp_dir / dest.name
     try:

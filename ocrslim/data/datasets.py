@@ -22,6 +22,10 @@ against the label file's directory, and if no file exists there, against its par
 ``data_dir`` to either, e.g. ``train_data/ic15_data/`` with entries ``train/word_1.png``). Images are never
 opened here: a missing or unreadable image is the evaluation loop's to skip and count.
 
+GT coordinates that are not numbers, not finite or beyond any image size (``|x| > MAX_PIXELS``) are one-line
+errors here; coordinates outside their image (negative, past its width) are clipped when the image is known
+(:func:`fit_gt_to_image`), and a box wholly outside it is dropped and counted by the evaluation.
+
 Samples are sorted by image name (the path as written in a label file), and ``limit`` keeps the first N.
 """
 
@@ -39,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from ocrslim.core.errors import ConfigError, DataError
+from ocrslim.infer.preprocess import MAX_PIXELS
 
 __all__ = [
     "LABELLED",
@@ -56,7 +61,9 @@ __all__ = [
     "load_det_dataset",
     "load_rec_dataset",
     "load_rec_images",
+    "fit_gt_to_image",
     "read_sample_image",
+    "read_sample_image_checked",
     "rec_labels_text",
     "resolve_data_path",
 ]
@@ -161,6 +168,9 @@ def _coord(file: Path, number: int, value: Any, fix: str) -> float:
         raise DataError(f"{file}:{number}: coordinate {_short(str(value))} is not a number. {fix}.") from None
     if not math.isfinite(x):
         raise DataError(f"{file}:{number}: coordinate {_short(str(value))} is not finite. {fix}.")
+    if abs(x) > MAX_PIXELS:  # longer than any side of an image ocrslim reads: a corrupt file, not a box
+        raise DataError(f"{file}:{number}: coordinate {_short(str(value))} is out of range (|x| <= {MAX_PIXELS:.0e}, "
+                        f"no readable image is larger). {fix}.")
     return x
 
 
@@ -549,22 +559,53 @@ def _load_lmdb_rec(root: Path, limit: int | None) -> list[RecSample]:
     return samples
 
 
-def read_sample_image(sample: DetSample | RecSample) -> np.ndarray | None:
-    """A sample's image as BGR uint8 HxWx3 (files and LMDB entries alike), or ``None`` if it cannot be decoded."""
-    from ocrslim.infer.preprocess import read_image
+def read_sample_image_checked(sample: DetSample | RecSample) -> tuple[np.ndarray | None, str | None]:
+    """A sample's image as BGR uint8 HxWx3 (files and LMDB entries alike, one decoder:
+    :func:`ocrslim.infer.preprocess.decode_image`), or ``(None, why it cannot be used)``."""
+    from ocrslim.infer.preprocess import decode_image, read_image_checked
 
     lmdb_root = getattr(sample, "lmdb", None)
     if lmdb_root is None:
-        return read_image(sample.image)
+        return read_image_checked(sample.image)
     env = _open_lmdb(lmdb_root)
     with env.begin(write=False) as txn:
         data = txn.get(sample.image.name.encode())
     if not data:
-        return None
-    import cv2
+        return None, "no image under this LMDB key"
+    return decode_image(bytes(data))
 
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    return img if img is not None and img.size else None
+
+def read_sample_image(sample: DetSample | RecSample) -> np.ndarray | None:
+    """A sample's image as BGR uint8 HxWx3 (files and LMDB entries alike), or ``None`` if it cannot be used."""
+    return read_sample_image_checked(sample)[0]
+
+
+def fit_gt_to_image(sample: DetSample, height: int, width: int) -> tuple[DetSample, int, int]:
+    """``sample`` with its GT boxes clipped to the image: ``(sample, boxes clipped, boxes dropped)``.
+
+    Coordinates outside ``[0, width] x [0, height]`` are clipped onto the border; a box with no area left
+    (it lay wholly outside the image, e.g. negative or huge coordinates) is dropped and counted, so it is
+    neither a miss nor a match. Boxes inside the image are returned unchanged (the same arrays).
+    """
+    polys, texts, ignore = [], [], []
+    clipped = dropped = 0
+    for poly, text, ign in zip(sample.polys, sample.texts, sample.ignore):
+        inside = (poly[:, 0] >= 0) & (poly[:, 0] <= width) & (poly[:, 1] >= 0) & (poly[:, 1] <= height)
+        if not inside.all():
+            fit = np.stack([np.clip(poly[:, 0], 0, width), np.clip(poly[:, 1], 0, height)], axis=1)
+            x, y = fit[:, 0].astype(np.float64), fit[:, 1].astype(np.float64)
+            if abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))) < 1e-6:
+                dropped += 1
+                continue
+            clipped += 1
+            poly = _frozen(fit.reshape(-1).tolist(), fit.shape)
+        polys.append(poly)
+        texts.append(text)
+        ignore.append(ign)
+    if not clipped and not dropped:
+        return sample, 0, 0
+    fitted = DetSample(sample.image, tuple(polys), tuple(texts), tuple(ignore), sample.labelled)
+    return fitted, clipped, dropped
 
 
 @dataclass

@@ -209,8 +209,14 @@ class RecTrainSet(_MixedSets):
         width = rec_input_width((size[1], size[0]), cfg)
         return next((i for i, b in enumerate(self.widths) if width <= b), len(self.widths) - 1)
 
+    def bucket_batch(self, batch_size: int, bucket: int) -> int:
+        """Crops in a batch of ``bucket``: ``batch_size`` at the first width, proportionally fewer in wider ones
+        (the same pixels, so about the same cost, per step)."""
+        return max(1, round(batch_size * self.widths[0] / self.widths[bucket]))
+
     def bucket_weights(self) -> np.ndarray:
-        """How often each bucket is drawn: the share-weighted fraction of the sets' samples it holds."""
+        """How often each bucket is drawn: the share-weighted fraction of the sets' samples it holds, times its
+        width (its batches hold proportionally fewer crops), so every crop is drawn at the same rate."""
         sizes = np.asarray(self.sizes(), dtype=np.float64)
         shares = np.asarray(self.shares if self.shares else sizes, dtype=np.float64)
         shares = shares / max(shares.sum(), 1e-12)
@@ -218,6 +224,7 @@ class RecTrainSet(_MixedSets):
         for k, members in enumerate(self.members):
             if sizes[k]:
                 out += shares[k] * np.array([len(m) for m in members]) / sizes[k]
+        out *= np.asarray(self.widths, dtype=np.float64) / self.widths[0]
         return out / max(out.sum(), 1e-12)
 
     def _bucket_at(self, step: int, seed: int) -> tuple[int, int]:
@@ -234,7 +241,7 @@ class RecTrainSet(_MixedSets):
         bucket, earlier = self._bucket_at(step, seed)
         sizes = [len(m[bucket]) for m in self.members]
         shares = self.shares if self.shares else self.sizes()
-        counts = mix_counts(shares, sizes, batch_size)
+        counts = mix_counts(shares, sizes, self.bucket_batch(batch_size, bucket))
         out = []
         for k, n in enumerate(counts):
             if n:

@@ -1,7 +1,8 @@
-"""Measure, don't guess: model file size, inference latency (warm-up, median/p90) and peak memory.
+"""Measure, don't guess: model file size, one model's latency on fixed tensors (warm-up, median/p90) and peak memory.
 
-Latency is measured in-process (the caller compares variants measured in the same run, as
-ratios); peak RSS is measured in a fresh child process so one model's allocations do not hide
+The bench stage times whole pages instead (:mod:`ocrslim.eval.pages`); these per-model figures serve
+``benchmarks/bench_models.py``. Latency is measured in-process (the caller compares variants measured in the
+same run, as ratios); peak RSS is measured in a fresh child process so one model's allocations do not hide
 another's. These are host-CPU figures: phone ARM cores with int8 dot-product instructions behave
 differently (see the README for benchmarking on a device with MNN's own tool).
 """
@@ -65,32 +66,3 @@ def peak_rss_mb(spec: str, task: str, shape: Sequence[int], backend: str | None 
     if out.returncode != 0:
         raise RuntimeError(f"peak-RSS child failed for {spec}: {out.stderr.strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def bench_variants(variants: dict[str, dict[str, str]], cfg: Any) -> dict[str, dict[str, dict[str, float]]]:
-    """Measure each variant's det and rec model: file size, latency p50/p90, peak RSS.
-
-    Args:
-        variants: ``{name: {"det": path, "rec": path}}`` (any .pt/.onnx/.mnn the runners open).
-        cfg: a :class:`ocrslim.core.config.BenchConfig`.
-
-    Returns:
-        ``{name: {"det": {size_mb, p50_ms, p90_ms, peak_rss_mb}, "rec": {...}}}``.
-    """
-    from ocrslim.infer.pipeline import open_model
-
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for name, files in variants.items():
-        out[name] = {}
-        for task, path in files.items():
-            model = open_model(str(path), task, threads=cfg.threads)
-            shape = (1, 3, *cfg.det_shape) if task == "det" else (cfg.rec_batch, 3, model.rec_cfg.height, cfg.rec_width)
-            x = np.random.default_rng(0).uniform(-1, 1, size=shape).astype(np.float32)  # same input per shape
-            stats = latency_ms(lambda r=model.runner, x=x: r(x), runs=cfg.runs, warmup=cfg.warmup)
-            res = {"size_mb": round(file_mb(path), 3), "p50_ms": round(stats["p50"], 2),
-                   "p90_ms": round(stats["p90"], 2)}
-            if cfg.rss:
-                mem = peak_rss_mb(str(path), task, shape, threads=cfg.threads)
-                res["peak_rss_mb"] = round(mem["peak_rss_mb"], 1)
-            out[name][task] = res
-    return out

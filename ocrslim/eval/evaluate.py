@@ -7,7 +7,13 @@ given)::
      "rec": {"accuracy", "accuracy_ci_alnum", "one_minus_ned", "cer", "samples"},
      "e2e": {"f1", "precision", "recall"}}
 
-Unreadable images are reported one line each on stderr, skipped, and counted (``skipped``).
+With ``by_script`` (the evaluate stage), ``rec`` also holds exact accuracy and 1−NED per script of the label:
+``accuracy_cjk``, ``one_minus_ned_cjk``, ``samples_cjk`` and the same with ``_latin`` (``RecMetric``).
+
+Unreadable images (and images over the pixel cap, :data:`ocrslim.infer.preprocess.MAX_PIXELS`) are reported
+one line each on stderr, skipped, and counted (``skipped``). GT boxes reaching outside their image are clipped
+to it; a GT box wholly outside is dropped and counted (``det.gt_clipped`` / ``det.gt_dropped``, present when
+not zero), so it is neither a miss nor a match.
 """
 
 from __future__ import annotations
@@ -19,7 +25,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ocrslim.data.datasets import DetSample, RecSample, load_det_dataset, load_rec_dataset, read_sample_image
+from ocrslim.data.datasets import (
+    DetSample,
+    RecSample,
+    fit_gt_to_image,
+    load_det_dataset,
+    load_rec_dataset,
+    read_sample_image_checked,
+)
 from ocrslim.eval.metrics import DetMetric, E2EMetric, RecMetric
 from ocrslim.infer.pipeline import OCR
 
@@ -38,20 +51,27 @@ def score_det(
     The one scoring path: the evaluate stage, the quantize gate and distillation's validation all call it.
     """
     det, e2e = DetMetric(), E2EMetric()
-    skipped = 0
+    skipped = clipped = dropped = 0
     drop = ocr.rec.rec_cfg.drop_score if ocr.rec is not None else 0.0
     for s in tqdm(samples, desc=desc, disable=not progress, file=sys.stderr):
-        img = read_sample_image(s)
+        img, why = read_sample_image_checked(s)
         if img is None:
-            warn(f"{s.image}: unreadable image, skipped.")
+            warn(f"{s.image}: {why}, skipped.")
             skipped += 1
             continue
+        s, n_clipped, n_dropped = fit_gt_to_image(s, *img.shape[:2])
+        clipped += n_clipped
+        dropped += n_dropped
+        if n_dropped:
+            warn(f"{s.image}: {n_dropped} GT box(es) wholly outside the {img.shape[1]}x{img.shape[0]} image, "
+                 "dropped from scoring. Fix their coordinates.")
         boxes, scores = ocr.detect(img)
         det.update(s.polys, s.ignore, boxes)
         if ocr.rec is not None:
             lines = [ln for ln in ocr.read_boxes(img, boxes, scores) if ln.score >= drop and ln.text.strip()]
             e2e.update(s.polys, s.texts, s.ignore, [ln.box for ln in lines], [ln.text for ln in lines])
     out: dict[str, Any] = {"det": det.summary()}
+    out["det"].update({k: v for k, v in (("gt_clipped", clipped), ("gt_dropped", dropped)) if v})
     if ocr.rec is not None:
         out["e2e"] = e2e.summary()
     if skipped:
@@ -60,19 +80,21 @@ def score_det(
 
 
 def score_rec(
-    ocr: OCR, samples: Sequence[RecSample], progress: bool = False, warn: Warn = _stderr, desc: str = "rec"
+    ocr: OCR, samples: Sequence[RecSample], progress: bool = False, warn: Warn = _stderr, desc: str = "rec",
+    by_script: bool = False,
 ) -> dict[str, Any]:
-    """Word/line accuracy, 1−NED and CER on rec samples (crops with labels), batched as the pipeline batches."""
-    metric = RecMetric()
+    """Word/line accuracy, 1−NED and CER on rec samples (crops with labels), batched as the pipeline batches;
+    ``by_script`` adds them per script of the label (CJK or not, see ``RecMetric``)."""
+    metric = RecMetric(by_script=by_script)
     skipped = 0
     chunk = 64  # read a few crops at a time so batches can be formed by aspect ratio
     bar = tqdm(total=len(samples), desc=desc, disable=not progress, file=sys.stderr)
     for start in range(0, len(samples), chunk):
         crops, labels = [], []
         for s in samples[start : start + chunk]:
-            img = read_sample_image(s)
+            img, why = read_sample_image_checked(s)
             if img is None:
-                warn(f"{s.image}: unreadable image, skipped.")
+                warn(f"{s.image}: {why}, skipped.")
                 skipped += 1
                 continue
             crops.append(img)
@@ -95,10 +117,11 @@ def evaluate_det(
 
 
 def evaluate_rec(
-    ocr: OCR, data: str | Path, limit: int | None = None, progress: bool = True, warn: Warn = _stderr
+    ocr: OCR, data: str | Path, limit: int | None = None, progress: bool = True, warn: Warn = _stderr,
+    by_script: bool = False,
 ) -> dict[str, Any]:
     """:func:`score_rec` on the first ``limit`` crops of one rec set."""
-    return score_rec(ocr, load_rec_dataset(data, limit=limit), progress, warn, f"rec {Path(data).name}")
+    return score_rec(ocr, load_rec_dataset(data, limit=limit), progress, warn, f"rec {Path(data).name}", by_script)
 
 
 def evaluate(
@@ -108,17 +131,19 @@ def evaluate(
     limit: int | None = None,
     progress: bool = True,
     warn: Warn = _stderr,
+    by_script: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate on every set given; returns ``{set_name: {"det"|"rec"|"e2e": {...}}}``.
 
     The set name is the directory name (``sroie_dev``) or, for a task sub-folder, its parent's.
+    ``by_script``: rec metrics also per script of the label (see :func:`score_rec`).
     """
     results: dict[str, dict[str, Any]] = {}
     for path in det_data:
         res = evaluate_det(ocr, path, limit, progress, warn)
         _merge(results.setdefault(set_name(path), {}), res)
     for path in rec_data:
-        res = evaluate_rec(ocr, path, limit, progress, warn)
+        res = evaluate_rec(ocr, path, limit, progress, warn, by_script)
         _merge(results.setdefault(set_name(path), {}), res)
     total_skipped = sum(r.get("skipped", 0) for r in results.values())
     if total_skipped:

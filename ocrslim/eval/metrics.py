@@ -1,7 +1,8 @@
 """OCR metrics as small stateful objects: ``update`` per sample, ``summary`` at the end, ``reset`` to reuse.
 
 - ``DetMetric``: text detection precision/recall/hmean under the ICDAR 2015 (Task 4.1) protocol.
-- ``RecMetric``: word accuracy (exact and case-insensitive alphanumeric), 1 - normalized edit distance, CER.
+- ``RecMetric``: word accuracy (exact and case-insensitive alphanumeric), 1 - normalized edit distance, CER;
+  optionally exact accuracy and 1−NED per script of the label (CJK or not).
 - ``E2EMetric``: end-to-end spotting precision/recall/F1 on top of the same detection matching.
 
 ``summary`` returns ``None`` for any ratio whose denominator is 0 (nothing to measure), never a made-up 0 or 1.
@@ -42,12 +43,29 @@ __all__ = [
     "E2EImageResult",
     "E2EMetric",
     "RecMetric",
+    "SCRIPTS",
+    "has_cjk",
     "match_icdar15",
     "normalize_ci_alnum",
     "normalize_for_ned",
 ]
 
 _NOT_ALNUM = re.compile(r"[^0-9a-z]")
+# Han (unified ideographs, extension A, compatibility, extensions B and later), kana and Hangul syllables;
+# CJK punctuation and full-width Latin forms are not counted, so "ＵＳＤ　７８" is not a CJK label.
+_CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f]")
+# RecMetric's per-script groups, by the ground truth: a label with a CJK character, or one without any
+# (Latin words, numbers, dates, prices). A mixed line such as "Generative 骂 决不" counts as CJK.
+SCRIPTS = ("cjk", "latin")
+
+
+def has_cjk(s: str) -> bool:
+    """True if ``s`` holds a Chinese, Japanese or Korean character (see ``SCRIPTS``).
+
+    >>> has_cjk("庆功版 Heydeguy"), has_cjk("USD 78.92"), has_cjk("（）")
+    (True, False, False)
+    """
+    return _CJK.search(s) is not None
 
 
 def normalize_for_ned(s: str) -> str:
@@ -287,13 +305,18 @@ class RecMetric:
 
     Edit distance is the unit-cost Levenshtein distance (rapidfuzz).
 
+    With ``by_script``, the summary also splits exact accuracy and 1−NED by the script of the ground truth
+    (``SCRIPTS``: ``accuracy_cjk``, ``one_minus_ned_cjk``, ``samples_cjk`` over labels with a CJK character,
+    the same with ``_latin`` over the others). ``accuracy_ci_alnum`` is not split: it drops CJK characters.
+
     >>> m = RecMetric()
     >>> m.update("abd", "abc")
     >>> m.summary()["cer"]
     0.3333333333333333
     """
 
-    def __init__(self) -> None:
+    def __init__(self, by_script: bool = False) -> None:
+        self.by_script = by_script
         self.reset()
 
     def reset(self) -> None:
@@ -304,6 +327,7 @@ class RecMetric:
         self.ned_sum = 0.0
         self.edit_sum = 0
         self.gt_chars = 0
+        self.script = {s: {"samples": 0, "exact": 0, "ned_sum": 0.0} for s in SCRIPTS}
 
     def update(self, pred: str, gt: str) -> None:
         """Add one predicted string and its ground truth."""
@@ -313,23 +337,42 @@ class RecMetric:
         p, g = normalize_for_ned(pred), normalize_for_ned(gt)
         dist = Levenshtein.distance(p, g)
         longest = max(len(p), len(g))
-        self.ned_sum += dist / longest if longest else 0.0
+        ned = dist / longest if longest else 0.0
+        self.ned_sum += ned
         self.edit_sum += dist
         self.gt_chars += len(g)
+        group = self.script["cjk" if has_cjk(gt) else "latin"]
+        group["samples"] += 1
+        group["exact"] += pred == gt
+        group["ned_sum"] += ned
 
     def summary(self) -> dict[str, float | int | None]:
-        """Return ``{"accuracy", "accuracy_ci_alnum", "one_minus_ned", "cer", "samples"}``.
+        """Return ``{"accuracy", "accuracy_ci_alnum", "one_minus_ned", "cer", "samples"}`` (and, with
+        ``by_script``, ``accuracy_<script>``, ``one_minus_ned_<script>``, ``samples_<script>`` per script).
 
         Ratios are ``None`` with no samples; ``cer`` is ``None`` if the normalized GT has no characters at all.
+
+        >>> m = RecMetric(by_script=True)
+        >>> for pred, gt in (("中文", "中文"), ("中又", "中文"), ("abc", "abd")):
+        ...     m.update(pred, gt)
+        >>> {k: m.summary()[k] for k in ("accuracy_cjk", "one_minus_ned_cjk", "samples_cjk", "accuracy_latin")}
+        {'accuracy_cjk': 0.5, 'one_minus_ned_cjk': 0.75, 'samples_cjk': 2, 'accuracy_latin': 0.0}
         """
         mean_ned = _ratio(self.ned_sum, self.samples)
-        return {
+        out: dict[str, float | int | None] = {
             "accuracy": _ratio(self.exact, self.samples),
             "accuracy_ci_alnum": _ratio(self.ci_alnum, self.samples),
             "one_minus_ned": None if mean_ned is None else 1.0 - mean_ned,
             "cer": _ratio(self.edit_sum, self.gt_chars),
             "samples": self.samples,
         }
+        if self.by_script:
+            for name, g in self.script.items():
+                ned = _ratio(g["ned_sum"], g["samples"])
+                out[f"accuracy_{name}"] = _ratio(g["exact"], g["samples"])
+                out[f"one_minus_ned_{name}"] = None if ned is None else 1.0 - ned
+                out[f"samples_{name}"] = int(g["samples"])
+        return out
 
 
 # ------------------------------------------------------------------------------------------- end to end

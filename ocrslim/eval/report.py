@@ -121,10 +121,29 @@ def _get(d: dict[str, Any], *keys: str) -> Any:
     return d
 
 
+def headline(entry: dict[str, Any], pages: str = "sroie_dev") -> dict[str, Any]:
+    """One reader's headline numbers from its ``metrics/bench.json`` entry (:mod:`ocrslim.eval.pages`): set
+    ``pages`` (else its first set) at its largest thread count —
+    ``{"size_mb", "p50_ms", "p90_ms", "pages_per_s", "peak_rss_mb", "set", "threads"}`` (what was measured)."""
+    sets = [k for k, v in entry.items() if isinstance(v, dict)]
+    if not sets:
+        return {k: v for k, v in entry.items() if k == "size_mb"}
+    key = pages if pages in sets else sets[0]
+    rows = {int(k[1:]): v for k, v in entry[key].items() if k[:1] == "t" and k[1:].isdigit() and isinstance(v, dict)}
+    out: dict[str, Any] = {"set": key}
+    if "size_mb" in entry:
+        out["size_mb"] = entry["size_mb"]
+    if rows:
+        threads = max(rows)
+        out["threads"] = threads
+        out.update({k: rows[threads][k] for k in ("p50_ms", "p90_ms", "pages_per_s", "peak_rss_mb")
+                    if k in rows[threads]})
+    return out
+
+
 # Evaluated variants (metrics/eval_<name>.json) and the bench rows that give their size/speed.
 VARIANTS: tuple[tuple[str, str, str], ...] = (
     # (eval name, bench name, label in the table)
-    ("teacher", "teacher_torch", "teacher, PyTorch FP32"),
     ("teacher", "teacher_onnx", "teacher, ONNX Runtime FP32"),
     ("teacher", "teacher_mnn", "teacher, MNN FP32"),
     ("pruned", "", "pruned, no KD (ONNX Runtime)"),
@@ -159,22 +178,20 @@ def _headline_set(ev: dict[str, Any], section: str, preferred: str) -> str:
 
 
 def variant_row(ev: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any]:
-    """Flat numbers of one variant: size/latency/memory from its bench entry, accuracy from its eval
+    """Flat numbers of one variant: size/latency/memory from its bench entry (per page, end to end, on SROIE at
+    the largest thread count: :func:`headline`), accuracy from its eval
     (``det_hmean``/``e2e_f1`` on SROIE, ``rec_acc`` on ICDAR 2015 words, or on the sets evaluated instead)."""
-    def total(key: str) -> float | None:
-        vals = [_get(bench, t, key) for t in ("det", "rec")]
-        return None if not bench or any(v is None for v in vals) else round(sum(vals), 3)
-
-    rss = [_get(bench, t, "peak_rss_mb") for t in ("det", "rec")]
+    page = headline(bench) if bench else {}
     row = {
-        "size_mb": total("size_mb"), "latency_ms": total("p50_ms"), "latency_p90_ms": total("p90_ms"),
-        "peak_rss_mb": max(rss) if bench and all(v is not None for v in rss) else None,
+        "size_mb": page.get("size_mb"), "latency_ms": page.get("p50_ms"), "latency_p90_ms": page.get("p90_ms"),
+        "peak_rss_mb": page.get("peak_rss_mb"),
         "det_hmean": _get(ev, _headline_set(ev, "det", "sroie_dev"), "det", "hmean"),
         "e2e_f1": _get(ev, _headline_set(ev, "e2e", "sroie_dev"), "e2e", "f1"),
         "rec_acc": _get(ev, _headline_set(ev, "rec", "ic15_words_dev"), "rec", "accuracy_ci_alnum"),
         "sroie_rec_acc": _get(ev, "sroie_dev", "rec", "accuracy_ci_alnum"),
         "synth_det_hmean": _get(ev, "synth_test", "det", "hmean"),
         "synth_rec_1ned": _get(ev, "synth_test", "rec", "one_minus_ned"),
+        "synth_1ned_cjk": _get(ev, "synth_test", "rec", "one_minus_ned_cjk"),  # its lines with CJK characters
     }
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
 
@@ -267,7 +284,7 @@ def summary_report(evals: dict[str, str | Path], bench_file: str | Path, prune_f
 
     Args:
         evals: ``{teacher|pruned|student|bundle: metrics/eval_<name>.json}`` (missing ones are skipped).
-        bench_file: the bench stage's ``{variant: {det|rec: {size_mb, p50_ms, p90_ms, peak_rss_mb}}}``.
+        bench_file: the bench stage's ``{reader: {size_mb, <set>: {..., t<threads>: {p50_ms, p90_ms, ...}}}}``.
         prune_files, distill_files, quant_files: ``{task: metrics json}`` of those stages.
         out_dir: directory of the Markdown report and plots.
         summary_json: where to write :func:`summary_metrics` (``metrics/summary.json`` in the DAG).
@@ -301,9 +318,10 @@ def summary_report(evals: dict[str, str | Path], bench_file: str | Path, prune_f
         "",
         "Written by the `report` stage of `dvc repro` from `metrics/*.json` (numbers also in `metrics/summary.json`).",
         "",
-        "- **size**: det + rec model files. **latency**: det (1×3×736×736) + rec (6×3×48×320) median and p90",
-        "  over the bench runs on this host's CPU, 2 threads. **peak memory**: the larger of the two models'",
-        "  peak RSS in a fresh process. Host x86 figures: phones (ARM, int8 dot products) behave differently.",
+        "- **size**: det + rec model files. **latency**: one page end to end (decode → det → crops → rec → text),",
+        "  median and p90 over the SROIE dev pages on this host's CPU at the bench stage's largest thread count",
+        "  (`metrics/bench.json` has every set and thread count). **peak memory**: peak RSS of a fresh process",
+        "  reading those pages. Host x86 figures: phones (ARM, int8 dot products) behave differently.",
         "- **accuracy** on the real dev sets: SROIE detection hmean and end-to-end F1, word accuracy",
         "  (case-insensitive alphanumeric) on ICDAR 2015 words; on the synthetic Chinese/English test split,",
         "  detection hmean and 1−NED. The teacher's three runtimes share one evaluation (ONNX Runtime); the",
@@ -361,7 +379,7 @@ def summary_report(evals: dict[str, str | Path], bench_file: str | Path, prune_f
     out_dir = Path(out_dir)
     plot_rows = [r for r in rows if "PyTorch" not in r["name"] and "ONNX Runtime" not in r["name"]]
     tradeoff_plot(plot_rows, "size_mb", "model size, det + rec (MB)", out_dir / "size_vs_accuracy.png")
-    tradeoff_plot(plot_rows, "latency_ms", "latency, det + rec p50 (ms, host CPU)", out_dir / "latency_vs_accuracy.png")
+    tradeoff_plot(plot_rows, "latency_ms", "latency per page, p50 (ms, host CPU)", out_dir / "latency_vs_accuracy.png")
     with atomic_path(out_dir / "summary.md") as tmp:
         tmp.write_text("\n".join(lines), encoding="utf-8")
     if summary_json is not None:

@@ -10,7 +10,14 @@ import numpy as np
 import onnx
 import torch
 
-from ocrslim.core.artifacts import configs_of, onnx_characters, onnx_metadata, onnx_ocrslim_meta, sidecar_path
+from ocrslim.core.artifacts import (
+    configs_of,
+    onnx_characters,
+    onnx_metadata,
+    onnx_ocrslim_meta,
+    sidecar_path,
+    with_postprocessing,
+)
 from ocrslim.core.config import ConvertConfig, DetConfig, ExportConfig, RecConfig
 from ocrslim.core.errors import ArtifactError
 from ocrslim.core.fsutil import atomic_path, write_json
@@ -60,8 +67,13 @@ def _embed_meta(onnx_path: Path, meta: dict[str, Any]) -> None:
     onnx.save(model, str(onnx_path))
 
 
-def export_model(pt_path: str | Path, out: str | Path, task: str, cfg: ExportConfig) -> dict[str, Any]:
+def export_model(pt_path: str | Path, out: str | Path, task: str, cfg: ExportConfig,
+                 post: DetConfig | RecConfig | None = None) -> dict[str, Any]:
     """Export a saved ocrslim model to ONNX, simplify it, and gate on torch parity at ≥ 2 shapes.
+
+    ``post``: the params' ``det`` / ``rec`` section; its post-processing is attached to the metadata the ONNX file
+    carries (:func:`ocrslim.core.artifacts.with_postprocessing`: a torch model file holds its preprocessing only).
+    ``None`` keeps the model's metadata as it is.
 
     Returns a report (sizes, max |torch − onnx| per probe shape) for the metrics file. Raises
     ParityError (and writes nothing) when the difference exceeds the task's tolerance.
@@ -73,6 +85,8 @@ def export_model(pt_path: str | Path, out: str | Path, task: str, cfg: ExportCon
     if meta.get("task") not in (None, task):
         raise ArtifactError(f"{pt_path}: is a {meta['task']} model, not {task}. Check dvc.yaml's export stage.")
     model.eval()
+    if post is not None:
+        meta = with_postprocessing(meta, post)
     inputs = probe_inputs(task, cfg, meta)
     out = Path(out)
     with atomic_path(out) as tmp:

@@ -1,7 +1,8 @@
 """One OCR pipeline over any runner: open models by spec, detect, crop, recognise.
 
 A model spec is a registered teacher name (``ppocrv4_mobile_det``), ``onnx:<path>``, or a ``.safetensors``
-(torch) / ``.onnx`` / ``.mnn`` file; the runner follows from it (:func:`ocrslim.infer.runners.open_runner`).
+(torch) / ``.onnx`` / ``.mnn`` file; the runner and the file's metadata follow from its suffix
+(:func:`ocrslim.infer.runners.open_model_file`).
 Pre/post-processing settings travel with the model (``.safetensors`` meta, ONNX ``metadata_props``, ``.mnn.json``
 sidecar, the bundle ``manifest.json``; :mod:`ocrslim.core.artifacts`) and default to the dataclasses in
 :mod:`ocrslim.core.config` — they are defined nowhere else.
@@ -19,20 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from ocrslim.core.artifacts import (
-    configs_of,
-    onnx_characters,
-    onnx_metadata,
-    onnx_ocrslim_meta,
-    read_dict_file,
-    read_manifest,
-    read_sidecar,
-)
+from ocrslim.core.artifacts import TORCHSCRIPT_RUNTIME, configs_of, onnx_characters, read_dict_file, read_manifest
 from ocrslim.core.config import DetConfig, RecConfig
 from ocrslim.core.errors import ArtifactError
 from ocrslim.infer.postprocess import ctc_charset, ctc_greedy_decode, db_boxes
 from ocrslim.infer.preprocess import cap_image, crop_quad, det_preprocess, reading_order, rec_preprocess
-from ocrslim.infer.runners import OrtRunner, Runner, TorchRunner, open_runner
+from ocrslim.infer.runners import Runner, TorchRunner, open_model_file
 from ocrslim.models.registry import REGISTRY, lookup, teacher_onnx_path
 
 BACKENDS = ("onnx", "torch")
@@ -70,17 +63,6 @@ def _teacher_module(name: str, task: str) -> Any:
     return onnx_to_torch(path)
 
 
-def _file_meta(path: Path, task: str) -> tuple[dict[str, Any], list[str] | None]:
-    """(ocrslim metadata, ONNX character list) of a model file, read without running it."""
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        props = onnx_metadata(path)
-        return onnx_ocrslim_meta(path, props), onnx_characters(path, props) if task == "rec" else None
-    if suffix == ".mnn":
-        return read_sidecar(path), None
-    return {}, None
-
-
 def open_model(
     spec: str,
     task: str,
@@ -105,34 +87,28 @@ def open_model(
                             f"{', '.join(BACKENDS)} (MNN: convert with ocrslim.export.mnn.zoo_as_mnn).")
     spec = spec.removeprefix("onnx:")
     path = Path(spec)
-    meta: dict[str, Any] = {}
-    chars: list[str] | None = None
+    meta: dict[str, Any]
+    runner: Runner
     if spec in REGISTRY or (path.suffix == "" and not path.exists()):
         entry = lookup(spec, "teacher", what="model")
         if entry.task != task:
             raise ArtifactError(f"{spec}: is a {entry.task} model, given for {task}. Pass a {task} model.")
         onnx_path = teacher_onnx_path(spec)
-        chars = onnx_characters(onnx_path) if task == "rec" else None
         backend = backend or "onnx"
         source = f"{spec} ({backend})"
         if backend == "onnx":
-            runner: Runner = OrtRunner(onnx_path, threads=threads)
+            runner, meta = open_model_file(onnx_path, threads)
         else:
             runner = TorchRunner(_teacher_module(spec, task), threads=threads)
+            meta = {"characters": onnx_characters(onnx_path)} if task == "rec" else {}
     else:
         if not path.is_file():
             raise ArtifactError(f"{path}: model file not found. Check the path, or run dvc repro to build it.")
         source = str(path)
-        if path.suffix.lower() == ".safetensors":
-            from ocrslim.models.io import load_model  # torch, only for torch model files
-
-            module, meta = load_model(path)
-            runner = TorchRunner(module, threads=threads)
-        else:
-            meta, chars = _file_meta(path, task)
-            runner = open_runner(path, threads)
+        runner, meta = open_model_file(path, threads)
         if meta.get("task") not in (None, task):
             raise ArtifactError(f"{path}: is a {meta['task']} model, given for {task}. Pass a {task} model.")
+    chars: list[str] | None = None
     if task == "rec":
         if dict_path is not None:
             chars = read_dict_file(dict_path)
@@ -146,9 +122,15 @@ def open_bundle(path: str | Path, threads: int | None = None, verify: bool = Tru
 
     Every file is checked against the manifest first (sha256, size, inside the directory:
     :func:`ocrslim.core.artifacts.read_manifest`); the models run with the pre/post-processing the
-    manifest records.
+    manifest records (the det input policy ``limit_type`` / ``limit_side_len`` / ``max_side_len`` included),
+    on the runtime their suffix names: MNN for ``.mnn`` (``artifacts/bundle``), ONNX Runtime for ``.onnx``
+    (``artifacts/bundle_onnx``). A TorchScript bundle is refused.
     """
     manifest = read_manifest(path, verify=verify)
+    if manifest.get("runtime") == TORCHSCRIPT_RUNTIME:
+        raise ArtifactError(f"{path}: a TorchScript bundle, for PyTorch / PyTorch Mobile apps; ocrslim never loads "
+                            "TorchScript (loading it can run code). Read the MNN bundle (artifacts/bundle) or the "
+                            "ONNX Runtime one (artifacts/bundle_onnx).")
     models = []
     for task in ("det", "rec"):
         entry = manifest[task]

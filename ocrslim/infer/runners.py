@@ -2,9 +2,9 @@
 
 Post-processing (DB boxes, CTC decoding) takes the arrays these runners return, so the same code
 scores every runtime. Every runner accepts a new input shape on every call (det images of any
-size, rec batches of any width). One runner per runtime; :func:`open_runner` picks it from a file's
-suffix. torch is imported only by :class:`TorchRunner` (and only when one is built): reading with
-ONNX Runtime or MNN never loads it.
+size, rec batches of any width). One runner per runtime; :func:`open_model_file` picks it from a file's
+suffix and reads the metadata the file carries. torch is imported only by :class:`TorchRunner` (and only
+when one is built): reading with ONNX Runtime or MNN never loads it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ocrslim.core.artifacts import onnx_characters, onnx_ocrslim_meta, read_sidecar
 from ocrslim.core.errors import ArtifactError
 
 PathLike = str | os.PathLike[str]
@@ -55,19 +56,25 @@ def _as_input(x: np.ndarray) -> np.ndarray:
 
 
 class TorchRunner:
-    """Run a ``torch.nn.Module`` in eval mode under ``inference_mode``.
+    """Run a ``torch.nn.Module`` in eval mode under ``inference_mode``, on CPU or a GPU.
 
     Args:
-        module: the model; put in eval mode here.
+        module: the model; put in eval mode here (not moved: a model being trained stays where it is).
         threads: intra-op threads during each call (torch's setting is process-wide, so it is
             set and restored around the call); ``None`` keeps torch's default.
+        device: where the inputs go (``"cuda"``, a ``torch.device``); ``None``: the module's own device
+            (its first parameter's; CPU for a module without parameters). Outputs come back to numpy.
     """
 
     name = "torch"
 
-    def __init__(self, module: Any, threads: int | None = None) -> None:
+    def __init__(self, module: Any, threads: int | None = None, device: Any = None) -> None:
         self.module = module.eval()
         self.threads = threads
+        if device is None:
+            first = next(iter(module.parameters()), None)
+            device = first.device if first is not None else "cpu"
+        self.device = device
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import torch
@@ -77,7 +84,7 @@ class TorchRunner:
             torch.set_num_threads(self.threads)
         try:
             with torch.inference_mode():
-                out = self.module(torch.from_numpy(_as_input(x)))
+                out = self.module(torch.from_numpy(_as_input(x)).to(self.device))
         finally:
             torch.set_num_threads(previous)
         if isinstance(out, dict):
@@ -115,13 +122,19 @@ class OrtRunner:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        except (ort_state.Fail, ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.NoSuchFile) as e:
+        except (ort_state.Fail, ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.NoSuchFile,
+                ort_state.InvalidArgument) as e:  # InvalidArgument: an empty file (no graph)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ArtifactError(
                 f"{self.path}: onnxruntime cannot load it ({first}). Re-run the stage that wrote it."
             ) from e
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The model's ``metadata_props`` (dictionary, ocrslim metadata), read by onnxruntime: no ``onnx`` needed."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = self.session.run([self.output_name], {self.input_name: _as_input(x)})[0]
@@ -211,15 +224,18 @@ class MnnRunner:
 MODEL_SUFFIXES = (".onnx", ".mnn", ".safetensors")
 
 
-def open_runner(path: PathLike, threads: int | None = None) -> Runner:
-    """Open a model file by suffix: ``.onnx`` → ``OrtRunner``, ``.mnn`` → ``MnnRunner``, ``.safetensors`` →
-    ``TorchRunner``.
+def open_model_file(path: PathLike, threads: int | None = None) -> tuple[Runner, dict[str, Any]]:
+    """Open a model file by its suffix: the runner and the metadata the file carries.
 
-    A ``.safetensors`` model is read with :func:`ocrslim.models.io.load_model` (weights and architecture spec,
-    no pickle), which imports torch; use :func:`ocrslim.infer.pipeline.open_model` to get its metadata too.
+    * ``.onnx`` → :class:`OrtRunner`; the ``ocrslim`` entry of its ``metadata_props`` (task, pre/post-processing)
+      and, as ``characters``, PP-OCR's ``character`` list when it has one;
+    * ``.mnn`` → :class:`MnnRunner`; its JSON sidecar (``det.mnn.json``);
+    * ``.safetensors`` → :class:`TorchRunner` on the module :func:`ocrslim.models.io.load_model` rebuilds
+      (weights and architecture spec, no pickle; the only case that imports torch); its meta.
+
     A torch ``.pt`` pickle is refused (it could run code): ``ocrslim convert-model`` converts one you trust.
 
-    >>> runner = open_runner("artifacts/mnn/det.mnn", threads=2)  # doctest: +SKIP
+    >>> runner, meta = open_model_file("artifacts/mnn/student_det.mnn", threads=2)  # doctest: +SKIP
     >>> prob = runner(np.zeros((1, 3, 640, 640), np.float32))  # doctest: +SKIP
 
     Raises:
@@ -228,19 +244,33 @@ def open_runner(path: PathLike, threads: int | None = None) -> Runner:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return OrtRunner(path, threads)
+        ort = OrtRunner(path, threads)
+        props = ort.metadata
+        meta = onnx_ocrslim_meta(path, props)
+        if not meta.get("characters") and (chars := onnx_characters(path, props)):
+            meta["characters"] = chars
+        return ort, meta
     if suffix == ".mnn":
-        return MnnRunner(path, threads)
+        return MnnRunner(path, threads), read_sidecar(path)
     if suffix == ".safetensors":
         from ocrslim.models.io import load_model  # the torch side, only for torch model files
 
-        return TorchRunner(load_model(path)[0], threads)
+        module, meta = load_model(path)
+        return TorchRunner(module, threads), meta
     if suffix in (".pt", ".pth"):
         raise ArtifactError(f"{path}: a torch pickle, which could run code when loaded; ocrslim reads .safetensors "
                             f"models. If you trust it: ocrslim convert-model {path} {path.with_suffix('.safetensors')}")
     shown = repr(suffix) if suffix else "(none)"
     raise ArtifactError(f"{path}: unknown model suffix {shown}, expected {', '.join(MODEL_SUFFIXES)}. "
                         "Point to an exported model file or use a zoo name.")
+
+
+def open_runner(path: PathLike, threads: int | None = None) -> Runner:
+    """The runner of a model file, without its metadata (:func:`open_model_file`).
+
+    >>> runner = open_runner("artifacts/mnn/student_det.mnn", threads=2)  # doctest: +SKIP
+    """
+    return open_model_file(path, threads)[0]
 
 
 def _require_file(path: Path) -> None:

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ocrslim.core.artifacts import preprocessing
+from ocrslim.core.config import DetConfig, RecConfig
 from ocrslim.core.errors import ArtifactError
 from ocrslim.core.fsutil import atomic_path
 
@@ -286,6 +288,23 @@ def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]
         raise ArtifactError(f"{path}: weights do not fit the recorded architecture ({str(exc).splitlines()[0][:160]})."
                             " Re-run the stage that wrote it.") from None
     return model.eval(), dict(info.get("meta") or {})
+
+
+def load_task_model(path: str | os.PathLike[str], task: str) -> tuple[nn.Module, dict[str, Any], DetConfig | RecConfig]:
+    """A saved model of ``task`` ("det" or "rec"), its meta and the preprocessing it carries (a
+    :class:`~ocrslim.core.config.DetConfig` or :class:`~ocrslim.core.config.RecConfig`; defaults where it holds
+    none): what pruning or training it starts from. A recogniser's dictionary is ``meta["characters"]``.
+
+    Raises:
+        ArtifactError: as :func:`load_model`, or the file holds a model of the other task.
+
+    >>> model, meta, pre = load_task_model("artifacts/teacher/rec.safetensors", "rec")  # doctest: +SKIP
+    """
+    model, meta = load_model(path)
+    if meta.get("task") not in (None, task):
+        raise ArtifactError(f"{path}: is a {meta['task']} model, not {task}. Pass the {task} model.")
+    det_cfg, rec_cfg = preprocessing(meta)
+    return model, meta, det_cfg if task == "det" else rec_cfg
 
 
 def convert_pickle_model(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:

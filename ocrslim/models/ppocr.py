@@ -24,6 +24,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from ocrslim.core.artifacts import onnx_characters
+from ocrslim.core.config import RecConfig
 from ocrslim.core.errors import ArtifactError, ConfigError
 from ocrslim.models.det import DBNet, build_dbnet
 from ocrslim.models.layers import LearnableAffineBlock
@@ -154,43 +155,47 @@ def _onnx_groups(model: onnx.ModelProto, path: str | Path) -> list[_Group]:
                 return nxt[0], names[0]
         return None
 
+    def take(name: str) -> np.ndarray:
+        """A constant, marked as used by a group."""
+        claimed.add(name)
+        return consts[name]
+
+    def absorb_bias(node: onnx.NodeProto) -> np.ndarray | None:
+        """The constant of the bias ``Add`` after ``node`` (that Add is then part of ``node``'s group), if any."""
+        if (found := bias_add(node)) is None:
+            return None
+        add, name = found
+        absorbed.add(id(add))
+        return take(name)
+
+    def conv_tensors(node: onnx.NodeProto) -> dict[str, np.ndarray]:
+        """A Conv / ConvTranspose's weight and, when it has one, its bias input."""
+        t = {"weight": take(node.input[1])}
+        if len(node.input) > 2 and node.input[2]:
+            t["bias"] = take(node.input[2])
+        return t
+
     for node in nodes:
         if id(node) in absorbed:
             continue
         op = node.op_type
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if op == "Conv":
-            t = {"weight": consts[node.input[1]]}
-            claimed.add(node.input[1])
-            if len(node.input) > 2 and node.input[2]:
-                t["bias"] = consts[node.input[2]]
-                claimed.add(node.input[2])
-            groups.append(_Group("conv", _node_label(node), t, attrs))
+            groups.append(_Group("conv", _node_label(node), conv_tensors(node), attrs))
         elif op == "BatchNormalization":
             keys = ("weight", "bias", "running_mean", "running_var")
             t = {k: consts[name] for k, name in zip(keys, node.input[1:5], strict=True)}
             claimed.update(node.input[1:5])
             groups.append(_Group("bn", _node_label(node), t, attrs))
         elif op == "ConvTranspose":
-            t = {"weight": consts[node.input[1]]}
-            claimed.add(node.input[1])
-            if len(node.input) > 2 and node.input[2]:
-                t["bias"] = consts[node.input[2]]
-                claimed.add(node.input[2])
-            elif (found := bias_add(node)) is not None:
-                add, name = found
-                t["bias"] = consts[name].reshape(-1)
-                claimed.add(name)
-                absorbed.add(id(add))
+            t = conv_tensors(node)
+            if "bias" not in t and (bias := absorb_bias(node)) is not None:
+                t["bias"] = bias.reshape(-1)
             groups.append(_Group("deconv", _node_label(node), t, attrs))
         elif op == "MatMul" and node.input[1] in consts:
-            t = {"weight": consts[node.input[1]].T}
-            claimed.add(node.input[1])
-            if (found := bias_add(node)) is not None:
-                add, name = found
-                t["bias"] = consts[name]
-                claimed.add(name)
-                absorbed.add(id(add))
+            t = {"weight": take(node.input[1]).T}
+            if (bias := absorb_bias(node)) is not None:
+                t["bias"] = bias
             groups.append(_Group("linear", _node_label(node), t, attrs))
         elif op == "Mul" and len(const_inputs(node)) == 1 and (found := bias_add(node)) is not None:
             scale_name = const_inputs(node)[0]
@@ -366,7 +371,7 @@ def load_ppocrv4(task: str, onnx_path: str | Path, *, with_threshold: bool = Fal
             raise ArtifactError(f"{onnx_path}: has no MatMul weights, so it is not a PP-OCRv4 rec model. Pass one.")
         head = {**PPOCRV4_REC["head"], "num_classes": int(linears[-1].tensors["weight"].shape[0])}
         model = build_ctc_recognizer(PPOCRV4_REC["backbone"], PPOCRV4_REC["neck"], head)
-        example = torch.zeros(1, 3, 48, 64)
+        example = torch.zeros(1, 3, RecConfig().height, 64)
         fresh = ()
     _load_weights(model, groups, example, onnx_path, fresh)
     return model.eval()

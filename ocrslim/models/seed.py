@@ -24,13 +24,10 @@ from ocrslim.core.errors import ArtifactError, ConfigError
 from ocrslim.models.det import build_dbnet
 from ocrslim.models.mobilenetv3 import MobileNetV3Small  # noqa: F401  (registers the component)
 from ocrslim.models.rec import build_ctc_recognizer
-from ocrslim.models.registry import lookup
+from ocrslim.models.registry import lookup, names
 from ocrslim.models.vit import Im2Seq, ViTRec  # noqa: F401  (registers the components)
 
-__all__ = ["DEFAULT_SEED", "build_seed_student"]
-
-#: The seed student built for each task when no name is given.
-DEFAULT_SEED: dict[str, str] = {"det": "mobilenetv3_small_fpn", "rec": "vit_6x192"}
+__all__ = ["build_seed_student"]
 
 
 def build_seed_student(
@@ -42,7 +39,8 @@ def build_seed_student(
         task: "det" or "rec".
         num_classes: rec only (required): CTC classes, ``len(characters) + 2`` (blank first, space last:
             ``ocrslim.infer.postprocess.ctc_charset``); ignored for det.
-        name: a ``student`` of ``task`` in :mod:`ocrslim.models.registry`; default :data:`DEFAULT_SEED` ``[task]``.
+        name: a ``student`` of ``task`` in :mod:`ocrslim.models.registry`; default the task's student when the
+            registry has one (the pipeline names its choice in ``conf/student/seed.yaml``).
         with_threshold: det only: add the DB threshold branch now (needed by the DB loss). Leave it off
             to prune first (``prune_model`` refuses a det model that has one), then call
             ``model.head.enable_threshold()``.
@@ -53,12 +51,17 @@ def build_seed_student(
         softmax, W a multiple of 8). Both in training mode, as built.
 
     Raises:
-        ConfigError: unknown task or name, a name of the other task, or a missing / too small
-            ``num_classes`` for rec.
+        ConfigError: unknown task or name, a name of the other task, no name where the task has several
+            students, or a missing / too small ``num_classes`` for rec.
     """
-    if task not in DEFAULT_SEED:
+    if task not in ("det", "rec"):
         raise ConfigError(f"build_seed_student: task {task!r} is unknown (known: det, rec). Pass 'det' or 'rec'.")
-    name = DEFAULT_SEED[task] if name is None else name
+    if name is None:
+        students = names("student", task)
+        if len(students) != 1:
+            raise ConfigError(f"build_seed_student: {task} has {len(students)} registered students "
+                              f"({', '.join(students) or 'none'}). Pass name=.")
+        name = students[0]
     try:
         entry = lookup(name, "student", task, what="build_seed_student")
     except ArtifactError as exc:
