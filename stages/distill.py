@@ -2,7 +2,8 @@
 
 Reads:  params.yaml:distill.<task> and the shared distill keys (and the student's preprocessing from its meta);
         artifacts/pruned/<task>.safetensors (or --model); the teacher ``distill.<task>.teacher`` (zoo name run by
-        ONNX Runtime, or a .safetensors/.onnx/.mnn file); ``distill.<task>.train_data`` / ``val_data``.
+        ONNX Runtime, or a .safetensors/.onnx/.mnn file); ``distill.<task>.train_data`` / ``val_data``;
+        artifacts/teacher/<task>.safetensors (--hint-teacher, when ``distill.<task>.hint_weight`` > 0).
 Writes: artifacts/student/<task>.safetensors (weights + architecture spec; the student's metadata plus a
         ``distill`` report);
         metrics/distill_<task>.json (validation metrics, final loss, data counts);
@@ -30,7 +31,7 @@ from ocrslim.stage import run_main, task_stage_args
 def main(argv: list[str] | None = None) -> int:
     args = task_stage_args(__doc__, argv, model="artifacts/pruned/{task}.safetensors",
                            out="artifacts/student/{task}.safetensors", metrics="metrics/distill_{task}.json",
-                           run_dir="runs/distill/{task}")
+                           run_dir="runs/distill/{task}", hint_teacher="artifacts/teacher/{task}.safetensors")
     cfg = load_section(args.params, "distill", DistillConfig)
     src = Path(args.model)
     student, meta = load_model(src)
@@ -57,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     spec = cfg.teacher(args.task)
     teacher = open_model(spec, args.task, threads=cfg.threads) if spec else None
     data = task_data(args.task, cfg, pre, chars)
-    report = distill(args.task, student, teacher, cfg, data, args.run_dir, pre=pre, characters=chars)
+    task_cfg = cfg.task(args.task)
+    hint_teacher = load_model(args.hint_teacher)[0] if task_cfg.hint_weight > 0 else None
+    report = distill(args.task, student, teacher, cfg, data, args.run_dir, pre=pre, characters=chars,
+                     hint_teacher=hint_teacher)
     if report["fit"]["rank"] != 0:
         return 0  # DDP: rank 0 (the one that validated) writes the outputs
     timing = report.pop("timing")

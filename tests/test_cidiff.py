@@ -69,7 +69,7 @@ def run_script(root: Path, *args: str, summary: Path | None = None,
     if summary is not None:
         env["GITHUB_STEP_SUMMARY"] = str(summary)
     return subprocess.run(["bash", str(root / "scripts" / "ci_metrics_diff.sh"), *args], cwd=root.parent, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=900)  # a loaded CI runner
 
 
 def test_section_layout():

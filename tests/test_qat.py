@@ -1,4 +1,4 @@
-"""Quantization-aware training for MNN (ocrslim.quantize.qat) on tiny models.
+"""Quantization-aware training for MNN (ocrslim.compress.qat) on tiny models.
 
 Fake-quant in torch → float ONNX + compression params → MNN INT8, checked in MNN: the INT8 file runs
 at two input shapes, matches the fake-quant torch model (>= 99% of outputs identical, the rest one
@@ -24,7 +24,7 @@ pytest.importorskip("MNN")
 from ocrslim.export.mnn import convert_onnx_to_mnn  # noqa: E402
 from ocrslim.export.onnx import export_onnx  # noqa: E402
 from ocrslim.infer.runners import MnnRunner  # noqa: E402
-from ocrslim.quantize.qat import (  # noqa: E402
+from ocrslim.compress.qat import (  # noqa: E402
     QMAX,
     QatError,
     _pipeline_class,
@@ -33,6 +33,7 @@ from ocrslim.quantize.qat import (  # noqa: E402
     export_qat_mnn,
     fake_quant,
     mnn_precision,
+    mnn_runtime_ops,
     prepare_qat,
     qat_disabled,
     qat_plan,
@@ -171,6 +172,11 @@ def test_plan_maps_layers_to_mnn_ops(exported: dict) -> None:
     assert report["int8_ops"] == len(plan.layers)
     assert report["float_ops"] == {}  # the deconv keeps float activations but int8 weights
     assert report["int8_weight_only_ops"] == (1 if exported["name"] == "mobile" else 0)
+    # The emulation of MNN's runtime agrees with what the runtime runs in int8.
+    runtime = mnn_runtime_ops(exported["dir"] / "int8.mnn", (1, 3, 32, 32))
+    assert runtime.get("Convolution int8", 0) + runtime.get("ConvolutionDepthwise int8", 0) == len(plan.layers)
+    assert runtime.get("Pooling int8", 0) == len(plan.int8_pools)
+    assert runtime.get("Convolution", 0) == runtime.get("ConvolutionDepthwise", 0) == 0
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 32, 32), (2, 3, 48, 64)])

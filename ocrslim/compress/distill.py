@@ -25,9 +25,10 @@ validation splits of the training sets, never on the dev sets. The loop, checkpo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,77 @@ class _TeacherDet:
         return np.stack(maps).astype(np.float32) / 255.0
 
 
+class _Hints:
+    """Feature KD: the student's output of one module against the unpruned teacher's (relative MSE).
+
+    ``capture`` records the student's output of ``layer`` during its forward; ``loss`` runs the teacher (no
+    gradient) only as far as that module and returns ``{"hint": ||s − t||² / ||t||²}`` (``{}`` when off).
+    """
+
+    def __init__(self, layer: str | None, teacher: nn.Module | None) -> None:
+        if layer is not None and teacher is None:
+            raise ArtifactError(f"distill: hint_layer {layer!r} needs the unpruned teacher module (the teacher "
+                                "stage's .safetensors). Pass it, or set hint_weight 0.")
+        self.layer, self.teacher = layer, teacher
+        self.box: dict[str, torch.Tensor] = {}
+        if teacher is not None and layer is not None:
+            teacher.eval().requires_grad_(False)
+            _module(teacher, layer)
+
+    @contextlib.contextmanager
+    def capture(self, model: nn.Module) -> Iterator[None]:
+        if self.layer is None:
+            yield
+            return
+        handle = _module(model, self.layer).register_forward_hook(
+            lambda _m, _i, out: self.box.__setitem__("s", out))
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def loss(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.layer is None or self.teacher is None:
+            return {}
+        s = self.box.pop("s")
+        t = _forward_until(self.teacher.to(images.device), self.layer, images)
+        if s.shape != t.shape:
+            raise ArtifactError(f"distill: hint_layer {self.layer!r} outputs {list(s.shape)} in the student and "
+                                f"{list(t.shape)} in the teacher. Keep its width (prune.keep_out_<task>) or pick "
+                                "another layer.")
+        return {"hint": ((s.float() - t.float()) ** 2).mean() / (t.float() ** 2).mean().clamp_min(1e-12)}
+
+
+class _StopForward(Exception):
+    """Ends a teacher forward once the hint layer has run."""
+
+
+def _module(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise ArtifactError(f"distill: hint_layer {name!r} is not a module of {type(model).__name__} (e.g. "
+                            "backbone, neck). Fix distill.<task>.hint_layer.") from None
+
+
+@torch.no_grad()
+def _forward_until(model: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
+    box: dict[str, torch.Tensor] = {}
+
+    def grab(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
+        box["t"] = out
+        raise _StopForward
+
+    handle = _module(model, name).register_forward_hook(grab)
+    try:
+        model(x)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return box["t"]
+
+
 # -------------------------------------------------------------------------------------------- metrics
 def rec_metrics(model: nn.Module, samples: Sequence[RecSample], characters: Sequence[str],
                 rec_cfg: RecConfig) -> dict[str, Any]:
@@ -233,6 +305,7 @@ def distill(
     characters: Sequence[str] | None = None,
     max_steps: int | None = None,
     progress: bool = True,
+    hint_teacher: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Distill (or, with ``teacher=None`` / alpha 0, fine-tune) a student of ``task`` in place.
 
@@ -246,6 +319,8 @@ def distill(
         pre: the student's preprocessing (validation runs through the real pipeline with it).
         characters: rec: the student's dictionary, without blank and space.
         max_steps: stop early as if killed (see :func:`ocrslim.compress.engine.fit`).
+        hint_teacher: the unpruned native teacher (torch, forward only) whose ``hint_layer`` output the
+            student's is pulled to (``distill.<task>.hint_weight`` > 0).
 
     Returns:
         A JSON-able report: ``mode``, ``teacher``, per-set data counts and batch shares, the teacher cache's
@@ -255,6 +330,7 @@ def distill(
     use_teacher = teacher is not None and t.alpha > 0
     bs = t.batch_size
     extra: dict[str, Any] = {}
+    hints = _Hints(t.hint_layer if t.hint_weight > 0 else None, hint_teacher)
     if task == "rec":
         chars = list(characters or [])
         if len(chars) + 2 != getattr(student, "num_classes", len(chars) + 2):
@@ -271,8 +347,10 @@ def distill(
 
         def loss_fn(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
             device = _device_of(model)
-            logits = model(torch.from_numpy(batch.images).to(device), return_logits=True)
-            parts: dict[str, torch.Tensor] = {}
+            images = torch.from_numpy(batch.images).to(device)
+            with hints.capture(model):
+                logits = model(images, return_logits=True)
+            parts: dict[str, torch.Tensor] = hints.loss(images)
             rows = torch.from_numpy(np.flatnonzero(batch.labelled)).to(device)
             if len(rows):
                 parts["ctc"] = ctc_gt_loss(logits.index_select(0, rows), torch.from_numpy(batch.targets).to(device)
@@ -281,7 +359,7 @@ def distill(
             if kd_rec is not None and loss_map is not None:
                 target = torch.from_numpy(kd_rec(batch)).to(device)
                 parts["kd"] = ctc_kd_loss(logits, target, loss_map.to(device), t.temperature)
-            return {"loss": _mix(parts, "ctc", t.alpha), **parts}
+            return {"loss": _mix(parts, "ctc", t.alpha) + t.hint_weight * parts.get("hint", 0.0), **parts}
 
         def metric_fn(m: nn.Module) -> dict[str, Any]:
             return _val(data.val, lambda s: rec_metrics(m, s, chars, pre))
@@ -304,8 +382,10 @@ def distill(
 
         def loss_fn(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
             device = _device_of(model)
-            pred = model(torch.from_numpy(batch.images).to(device))
-            parts: dict[str, torch.Tensor] = {}
+            images = torch.from_numpy(batch.images).to(device)
+            with hints.capture(model):
+                pred = model(images)
+            parts: dict[str, torch.Tensor] = hints.loss(images)
             if batch.labelled.any() and t.alpha < 1.0:
                 db = db_loss(pred, batch.gt_prob, batch.gt_mask, batch.gt_thresh, batch.gt_thresh_mask)
                 total = db["prob"] + t.aux_weight * (db["thresh"] + db["binary"])
@@ -313,7 +393,7 @@ def distill(
             if kd_det is not None:
                 t_prob = torch.from_numpy(kd_det(batch)).to(device)
                 parts["kd"] = t.kd_weight * det_kd_loss(pred["prob"], t_prob, kind=t.kd)
-            return {"loss": _mix(parts, "db", t.alpha), **parts}
+            return {"loss": _mix(parts, "db", t.alpha) + t.hint_weight * parts.get("hint", 0.0), **parts}
 
         def metric_fn(m: nn.Module) -> dict[str, Any]:
             return _val(data.val, lambda s: det_metrics(m, s, pre))
@@ -352,6 +432,8 @@ def _mix(parts: dict[str, torch.Tensor], gt: str, alpha: float) -> torch.Tensor:
         return parts[gt]
     if "kd" in parts:
         return parts["kd"]
+    if "hint" in parts:
+        return parts["hint"] * 0.0  # the hint term is added by the caller
     raise DataError("distill: a batch with neither labels nor a teacher. Give a teacher or labelled data.")
 
 

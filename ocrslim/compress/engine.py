@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import fnmatch
 import hashlib
 import math
 import os
@@ -159,14 +160,20 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def _set_mode(model: nn.Module, backbone: nn.Module | None, frozen: bool, freeze_bn: bool = False) -> None:
-    """Train mode, except a frozen backbone (no gradients, BatchNorm statistics kept: eval mode) and, with
-    ``freeze_bn``, every BatchNorm layer (running statistics used and kept; its affine weights still train)."""
+def _set_mode(model: nn.Module, backbone: nn.Module | None, frozen: bool, freeze_bn: bool = False,
+              trainable: tuple[str, ...] = ()) -> None:
+    """Train mode, except a frozen backbone (no gradients, BatchNorm statistics kept: eval mode), with
+    ``trainable`` only the parameters under those module-path globs, and with ``freeze_bn`` every BatchNorm
+    layer in eval mode (running statistics used and kept; its affine weights still train)."""
     model.train()
     if backbone is not None:
         backbone.requires_grad_(not frozen)
         if frozen:
             backbone.eval()
+    if trainable:
+        for name, p in model.named_parameters():
+            if not any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(name, g + ".*") for g in trainable):
+                p.requires_grad_(False)
     if freeze_bn:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -409,7 +416,8 @@ def fit(
         bar = tqdm(total=cfg.steps, initial=start, desc="distill", disable=not (progress and info.main),
                    file=sys.stderr)
         for step in range(start, end):
-            _set_mode(model, backbone, frozen=step < cfg.freeze_backbone_steps, freeze_bn=cfg.freeze_bn)
+            _set_mode(model, backbone, frozen=step < cfg.freeze_backbone_steps, freeze_bn=cfg.freeze_bn,
+                      trainable=cfg.trainable)
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr

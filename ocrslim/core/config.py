@@ -367,11 +367,13 @@ class CalibrateConfig:
     """INT8 calibration images for MNN (``calibrate`` stage), stratified from the training pool."""
 
     source: str | None = None  # your own folder (with det/ and rec/ inside) instead of the pools below
-    det_pool: tuple[str, ...] = ("data/synth/det/train",)
-    rec_pool: tuple[str, ...] = ("data/synth/rec/train",)
+    # the training side's real sets (their train parts) and the synthetic train split, stratified together
+    det_pool: tuple[str, ...] = ("data/splits/sroie_train/det/train.split.json", "data/synth/det/train")
+    rec_pool: tuple[str, ...] = ("data/splits/sroie_train/rec/train.split.json",
+                                 "data/splits/ic15_words_train/rec/train.split.json", "data/synth/rec/train")
     out: str = "calibration"
-    det_count: int = 32
-    rec_count: int = 128
+    det_count: int = 256  # MNN's KL/EMA statistics from a few hundred images (its docs: 100-1000)
+    rec_count: int = 256
     det_size: int | None = None  # square det calibration side, px; None = det.limit_side_len
     seed: int = 0
     feature_quantize_method: str = "KL"  # MNN: KL | ADMM | EMA
@@ -591,6 +593,7 @@ class FitConfig(LoopConfig):
     lr: float  # peak AdamW learning rate, after warm-up
     warmup_steps: int  # linear from 0 to lr
     freeze_bn: bool = False  # BatchNorm layers keep their running statistics (eval mode) while training
+    trainable: tuple[str, ...] = ()  # module-path globs of the parameters that train; () = all
 
 
 @dataclasses.dataclass(frozen=True)
@@ -618,6 +621,12 @@ class TrainTaskConfig:
     # BatchNorm layers keep the teacher's running statistics (their affine weights still train): a short
     # fine-tune on small, padded batches otherwise replaces them with noisy batch statistics
     freeze_bn: bool = True
+    # train only the parameters under these module-path globs (e.g. backbone.blocks6*); () = every parameter
+    trainable: tuple[str, ...] = ()
+    # feature KD ("hints"): the student's output of this module is pulled to the teacher's (relative MSE), a
+    # dense signal for a pruned region whose output width is kept (prune.keep_out_<task>); null = off
+    hint_layer: str | None = None
+    hint_weight: float = 0.0
 
     def _check_task(self, key: str) -> None:
         _check(self.steps >= 1, f"{key}.steps", f"is {self.steps}, must be >= 1")
@@ -633,6 +642,9 @@ class TrainTaskConfig:
         _check(all(w >= 0 for w in self.mix) and (not self.mix or sum(self.mix) > 0), f"{key}.mix",
                "shares must be >= 0 and not all 0")
         _check(self.max_val is None or self.max_val >= 1, f"{key}.max_val", "must be >= 1 or null")
+        _check(self.hint_weight >= 0, f"{key}.hint_weight", "must be >= 0 (0: no feature KD)")
+        _check(self.hint_weight == 0 or bool(self.hint_layer), f"{key}.hint_layer",
+               f"is empty while {key}.hint_weight > 0; name a module (e.g. backbone) or set hint_weight 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -728,7 +740,8 @@ class DistillConfig(LoopConfig):
         """The training-loop settings of ``task``: its steps, lr and warm-up with the shared schedule."""
         t = self.task(task)
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(LoopConfig)}
-        return FitConfig(**shared, steps=t.steps, lr=t.lr, warmup_steps=t.warmup_steps, freeze_bn=t.freeze_bn)
+        return FitConfig(**shared, steps=t.steps, lr=t.lr, warmup_steps=t.warmup_steps, freeze_bn=t.freeze_bn,
+                         trainable=t.trainable)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -765,24 +778,70 @@ class BenchConfig:
 # Accuracy-aware MNN quantization
 # --------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class QuantizeConfig:
-    """MNN INT8 quantization gated on accuracy, with layer repair and fallbacks (``quantize`` stage).
+class QatConfig:
+    """Quantization-aware fine-tuning of a student for MNN INT8 (``qat`` stage, :mod:`ocrslim.compress.qat`).
 
-    Full INT8 is tried first; a candidate passes when its metric on every gate set is at most
-    ``max_drop`` points below the MNN FP32 model's. A failing KL/ADMM candidate is repaired by
-    keeping its most sensitive layer groups float; then the ``fallbacks`` are tried in order.
+    LSQ fake-quant where MNN's INT8 runtime rounds (per-channel int8 weights, per-tensor activations), step sizes
+    initialised on calibration batches of the training mix and learnt with the weights under KD from the FP32
+    teacher (the ``distill.<task>`` data, teacher and loss, with the steps, learning rate and KD weight below).
+    The INT8 scales MNNConvert writes are the learnt ones. The quantize stage gates the result like any other
+    candidate, after post-training INT8.
+    """
+
+    tasks: tuple[str, ...] = ("rec",)  # tasks that get a QAT model (det: post-training KL passes)
+    steps: int = 150
+    lr: float = 1e-4  # peak AdamW learning rate (weights and step sizes)
+    warmup_steps: int = 10
+    alpha: float = 0.9  # KD weight against the ground-truth loss, as distill.<task>.alpha
+    calib_batches: int = 16  # training batches of 8 that initialise the activation step sizes
+    init: str = "mse"  # step-size initialisation: "mse" (clipping error search) | "max"
+    keep_float_det: tuple[str, ...] = ()  # module-path globs kept float (besides what MNN cannot run in INT8)
+    keep_float_rec: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(all(t in ("det", "rec") for t in self.tasks), "qat.tasks", f"is {list(self.tasks)}, use det / rec")
+        _check(self.steps >= 1, "qat.steps", "must be >= 1")
+        _check(0.0 < self.lr <= 1.0, "qat.lr", f"is {self.lr}, must be in (0, 1]")
+        _check(self.warmup_steps >= 0, "qat.warmup_steps", "must be >= 0")
+        _check(0.0 <= self.alpha <= 1.0, "qat.alpha", f"is {self.alpha}, must be in [0, 1]")
+        _check(self.calib_batches >= 1, "qat.calib_batches", "must be >= 1")
+        _check(self.init in ("mse", "max"), "qat.init", f"is {self.init!r}, must be mse or max")
+
+    def keep_float(self, task: str) -> tuple[str, ...]:
+        return self.keep_float_det if task == "det" else self.keep_float_rec
+
+
+#: metrics the quantize gate can compare per task (:data:`ocrslim.eval.stats.METRICS`)
+_GATE_METRICS = {"det": ("hmean", "e2e_f1"), "rec": ("accuracy", "accuracy_ci_alnum", "one_minus_ned",
+                                                     "one_minus_ned_cjk")}
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeConfig:
+    """MNN INT8 quantization gated on accuracy, with layer repair, quantization-aware training and fallbacks
+    (``quantize`` stage).
+
+    Post-training full INT8 is tried first, then the ``qat`` stage's model (scales learnt in training), then the
+    fallbacks. A candidate passes when, on every gate set and metric, the upper bound of the paired bootstrap
+    interval of its drop against the MNN FP32 student is at most ``max_drop`` points. ``target: x86`` also
+    times every candidate on this host and never ships one slower than the FP32 student.
     """
 
     method_det: str = "KL"  # mnnquant feature method: KL | EMA | ADMM (EMA ignores skip lists: no repair)
     method_rec: str = "EMA"  # v4 rec: KL output is blank (errors everywhere), EMA only loses real-text accuracy
-    gate_det: tuple[str, ...] = ("../shared/data/sroie_dev", "data/synth/det/val")
-    gate_rec: tuple[str, ...] = ("../shared/data/ic15_words_dev", "../shared/data/sroie_dev", "data/synth/rec/val")
-    # first N pages of each det gate set: 60 = all of SROIE dev (a 20-page gate passed a det INT8 at -0.8
-    # points that measured -1.6 on all 60 pages)
-    limit_det: int = 60
-    limit_rec: int = 1000  # first N crops of each rec gate set
-    rec_metric: str = "accuracy"  # accuracy (exact) | accuracy_ci_alnum | one_minus_ned
-    max_drop: float = 1.0  # points (100 x metric) a candidate may lose against MNN FP32 on any gate set
+    # the training side's validation splits (never the dev sets the evaluate stage reports)
+    gate_det: tuple[str, ...] = (f"{_SPLITS}/sroie_train/det/val.split.json", "data/synth/det/val")
+    gate_rec: tuple[str, ...] = (f"{_SPLITS}/sroie_train/rec/val.split.json",
+                                 f"{_SPLITS}/ic15_words_train/rec/val.split.json", "data/synth/rec/val")
+    limit_det: int | None = None  # first N pages of each det gate set; null = all
+    limit_rec: int | None = None  # first N crops of each rec gate set; null = all
+    # what users read: det hmean and end-to-end F1; rec accuracy (case-insensitive alphanumeric), 1−NED, and
+    # 1−NED of the Chinese crops (exact accuracy, which counts spaces and punctuation, is not gated)
+    gate_metrics_det: tuple[str, ...] = ("hmean", "e2e_f1")
+    gate_metrics_rec: tuple[str, ...] = ("accuracy_ci_alnum", "one_minus_ned", "one_minus_ned_cjk")
+    max_drop: float = 1.0  # points (100 x metric): the bound the drop's upper confidence limit must stay within
+    confidence: float = 0.95  # two-sided level of the paired bootstrap interval
+    n_boot: int = 2000  # bootstrap resamples (seeded)
     max_repairs: int = 2  # re-quantizations with more layer groups kept float
     repair_groups: int = 4  # layer groups kept float per repair (most error per MB first)
     group_depth: int = 3  # op-name path components that make a layer group (/backbone/blocks2/blocks2.0)
@@ -790,23 +849,31 @@ class QuantizeConfig:
     keep_float_rec: tuple[str, ...] = ()
     sensitivity_images: int = 2  # gate inputs (det pages / rec batches) the per-layer error is measured on
     screen_error: float = 0.5  # output rel. error vs FP32 above which a candidate skips the gate (broken)
-    calib_images: int | None = 16  # calibration images mnnquant uses (at most the quant JSON's); null = all
+    calib_images: int | None = None  # calibration images mnnquant uses (at most the quant JSON's); null = all
     fallbacks: tuple[str, ...] = ("int8-weights", "fp16", "fp32")  # tried in order when INT8 fails
-    # false: skip full INT8 and start at the fallbacks, for CPUs whose MNN int8 kernels are slower than
-    # float (on this x86 host the full-INT8 det runs 3.7x slower than FP32; ARM phones with int8 dot
-    # products are the case full INT8 is for)
+    # false: skip post-training full INT8 (a QAT model is still tried)
     full_int8: bool = True
-    threads: int = 2  # MNN runtime threads for gate and sensitivity runs
+    # the device class the bundle is for: "arm" (phones with int8 dot products: full INT8 preferred; its speed is
+    # not measured on this host) or "x86" (every candidate timed here; none slower than the FP32 student ships)
+    target: str = "arm"
+    speed_runs: int = 10  # x86: timed calls per candidate (interleaved with the FP32 student's)
+    speed_margin: float = 1.05  # x86: a candidate may take at most this times the FP32 student's median
+    threads: int = 2  # MNN runtime threads for gate, sensitivity and timing runs
 
     def __post_init__(self) -> None:
         for task in ("det", "rec"):
             _check(self.method(task) in ("KL", "EMA", "ADMM"), f"quantize.method_{task}",
                    f"is {self.method(task)!r}, must be KL, EMA or ADMM")
             _check(len(self.gate(task)) >= 1, f"quantize.gate_{task}", "needs at least one gate set")
-            _check(self.limit(task) >= 1, f"quantize.limit_{task}", "must be >= 1")
-        _check(self.rec_metric in ("accuracy", "accuracy_ci_alnum", "one_minus_ned"), "quantize.rec_metric",
-               f"is {self.rec_metric!r}, must be accuracy, accuracy_ci_alnum or one_minus_ned")
+            limit = self.limit(task)
+            _check(limit is None or limit >= 1, f"quantize.limit_{task}", "must be >= 1 or null")
+            known = _GATE_METRICS[task]
+            bad = [m for m in self.gate_metrics(task) if m not in known]
+            _check(bool(self.gate_metrics(task)) and not bad, f"quantize.gate_metrics_{task}",
+                   f"has {bad or 'nothing'}; choose from {', '.join(known)}")
         _check(0.0 <= self.max_drop <= 100.0, "quantize.max_drop", f"is {self.max_drop}, must be in 0..100 points")
+        _check(0.5 <= self.confidence < 1.0, "quantize.confidence", f"is {self.confidence}, must be in [0.5, 1)")
+        _check(self.n_boot >= 100, "quantize.n_boot", "must be >= 100")
         _check(self.max_repairs >= 0, "quantize.max_repairs", "must be >= 0")
         _check(self.repair_groups >= 1, "quantize.repair_groups", "must be >= 1")
         _check(1 <= self.group_depth <= 8, "quantize.group_depth", "must be in 1..8")
@@ -816,7 +883,13 @@ class QuantizeConfig:
         bad = [f for f in self.fallbacks if f not in ("int8-weights", "fp16", "fp32")]
         _check(not bad, "quantize.fallbacks", f"has {bad}, allowed: int8-weights, fp16, fp32")
         _check(len(set(self.fallbacks)) == len(self.fallbacks), "quantize.fallbacks", "has duplicates")
+        _check(self.target in ("arm", "x86"), "quantize.target", f"is {self.target!r}, must be arm or x86")
+        _check(self.speed_runs >= 3, "quantize.speed_runs", "must be >= 3")
+        _check(self.speed_margin >= 1.0, "quantize.speed_margin", "must be >= 1.0")
         _check(self.threads >= 1, "quantize.threads", "must be >= 1")
+
+    def gate_metrics(self, task: str) -> tuple[str, ...]:
+        return self.gate_metrics_det if task == "det" else self.gate_metrics_rec
 
     def method(self, task: str) -> str:
         """The mnnquant feature method of ``task`` ("det" or "rec")."""
@@ -825,7 +898,7 @@ class QuantizeConfig:
     def gate(self, task: str) -> tuple[str, ...]:
         return self.gate_det if task == "det" else self.gate_rec
 
-    def limit(self, task: str) -> int:
+    def limit(self, task: str) -> int | None:
         return self.limit_det if task == "det" else self.limit_rec
 
     def keep_float(self, task: str) -> tuple[str, ...]:
@@ -839,7 +912,7 @@ class QuantizeConfig:
 SECTIONS: dict[str, type] = {
     "teacher": TeacherConfig, "det": DetConfig, "rec": RecConfig, "export": ExportConfig, "convert": ConvertConfig,
     "eval": EvalConfig, "data": DataConfig, "split": SplitConfig, "calibrate": CalibrateConfig, "prune": PruneConfig,
-    "distill": DistillConfig, "student": StudentConfig, "quantize": QuantizeConfig, "targets": TargetsConfig,
+    "distill": DistillConfig, "student": StudentConfig, "qat": QatConfig, "quantize": QuantizeConfig, "targets": TargetsConfig,
     "bench": BenchConfig,
 }
 
@@ -859,6 +932,8 @@ RENAMED: dict[str, str] = {
         ("cache_teacher", "det.cache_teacher / distill.rec.cache_teacher"), ("train_data_det", "det.train_data"),
         ("train_data_rec", "rec.train_data"), ("val_data_det", "det.val_data"), ("val_data_rec", "rec.val_data"),
         ("max_val", "det.max_val / distill.rec.max_val"))},
+    # the gate compares several metrics per task, each with a bootstrap interval
+    "quantize.rec_metric": "quantize.gate_metrics_rec (a list: accuracy_ci_alnum, one_minus_ned, one_minus_ned_cjk)",
 }
 
 

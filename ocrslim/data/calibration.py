@@ -201,6 +201,24 @@ def mnn_quant_config(
 # -------------------------------------------------------------------------------------------- driver
 
 
+def _shares(n: int, sizes: Sequence[int]) -> list[int]:
+    """``n`` picks shared equally by pools (largest remainder), none beyond a pool's size, the rest moved on.
+
+    >>> _shares(10, [100, 100, 100]), _shares(10, [2, 100])
+    ([4, 3, 3], [2, 8])
+    """
+    out = [0] * len(sizes)
+    left = n
+    open_ = [i for i, s in enumerate(sizes) if s > 0]
+    while left > 0 and open_:
+        quota = [left // len(open_) + (1 if j < left % len(open_) else 0) for j in range(len(open_))]
+        for i, q in zip(open_, quota):
+            out[i] += min(q, sizes[i] - out[i])
+        left = n - sum(out)
+        open_ = [i for i in open_ if out[i] < sizes[i]]
+    return out
+
+
 def _choose(
     task: str,
     cands: list[Candidate],
@@ -267,9 +285,17 @@ def build_calibration(
         for task in ("det", "rec"):
             paths, key = pools[task]
             where = f"{key} ({', '.join(paths)})"
-            cands = _candidates(task, paths, key)
             count_key = f"calibrate.{task}_count"
-            chosen, unreadable = _choose(task, cands, counts[task], buckets[task], cfg, where, count_key)
+            # each pool (a real training set, the synthetic split) gets an equal share, stratified inside it: the
+            # synthetic pool is far larger, and its share by size would leave the real domain a few images
+            per_pool = [_candidates(task, [p], key) for p in paths]
+            cands = [c for pool in per_pool for c in pool]
+            chosen, unreadable = [], 0
+            for pool, n in zip(per_pool, _shares(counts[task], [len(pool) for pool in per_pool])):
+                if n:
+                    picked, bad = _choose(task, pool, n, buckets[task], cfg, where, count_key)
+                    chosen += picked
+                    unreadable += bad
             (root / task).mkdir(parents=True)
             entries = []
             for k, ((path, text, sample), bucket, _wh) in enumerate(chosen):

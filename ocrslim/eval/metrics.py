@@ -254,6 +254,7 @@ class DetMetric:
         self.num_gt_care = 0
         self.num_pred_care = 0
         self.images = 0
+        self.rows: list[tuple[int, int, int]] = []  # per image: (matched, care GT, care predictions)
 
     def update(
         self, gt_polys: Sequence[np.ndarray], gt_ignore: Sequence[bool], pred_polys: Sequence[np.ndarray]
@@ -273,6 +274,7 @@ class DetMetric:
         self.num_gt_care += result.num_gt_care
         self.num_pred_care += result.num_pred_care
         self.images += 1
+        self.rows.append((result.num_matched, result.num_gt_care, result.num_pred_care))
         return result
 
     def summary(self) -> dict[str, float | int | None]:
@@ -328,6 +330,7 @@ class RecMetric:
         self.edit_sum = 0
         self.gt_chars = 0
         self.script = {s: {"samples": 0, "exact": 0, "ned_sum": 0.0} for s in SCRIPTS}
+        self.rows: list[tuple[int, int, float, int]] = []  # per sample: (exact, ci_alnum, 1−NED, CJK label)
 
     def update(self, pred: str, gt: str) -> None:
         """Add one predicted string and its ground truth."""
@@ -341,10 +344,13 @@ class RecMetric:
         self.ned_sum += ned
         self.edit_sum += dist
         self.gt_chars += len(g)
-        group = self.script["cjk" if has_cjk(gt) else "latin"]
+        cjk = has_cjk(gt)
+        group = self.script["cjk" if cjk else "latin"]
         group["samples"] += 1
         group["exact"] += pred == gt
         group["ned_sum"] += ned
+        self.rows.append((int(pred == gt), int(normalize_ci_alnum(pred) == normalize_ci_alnum(gt)), 1.0 - ned,
+                          int(cjk)))
 
     def summary(self) -> dict[str, float | int | None]:
         """Return ``{"accuracy", "accuracy_ci_alnum", "one_minus_ned", "cer", "samples"}`` (and, with
@@ -415,6 +421,7 @@ class E2EMetric:
         self.num_gt_care = 0
         self.num_pred_care = 0
         self.images = 0
+        self.rows: list[tuple[int, int, int]] = []  # per image: (true positives, care GT, care predictions)
 
     def update(
         self,
@@ -448,6 +455,7 @@ class E2EMetric:
         self.num_gt_care += det.num_gt_care
         self.num_pred_care += det.num_pred_care
         self.images += 1
+        self.rows.append((len(correct), det.num_gt_care, det.num_pred_care))
         return E2EImageResult(det=det, correct=correct)
 
     def summary(self) -> dict[str, float | None]:

@@ -22,7 +22,7 @@ from ocrslim.core.fsutil import atomic_path
 __all__ = ["build_bundle", "describe_bundle"]
 
 # Sidecar keys that describe how a model was quantized (and for which target), copied into its manifest entry.
-_QUANT_KEYS = ("float_layers", "quant_method", "input_shape", "fixed_shape", "target")
+_QUANT_KEYS = ("float_layers", "quant_method", "fixed_input_shape", "target")
 
 
 def _sidecar(path: Path) -> dict[str, Any]:

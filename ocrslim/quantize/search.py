@@ -17,7 +17,7 @@ import numpy as np
 from ocrslim.core.artifacts import read_sidecar, sidecar_path
 from ocrslim.core.config import QuantizeConfig
 from ocrslim.core.errors import ArtifactError, OcrslimError, ToolError
-from ocrslim.core.fsutil import atomic_path, write_json
+from ocrslim.core.fsutil import atomic_path, sha256_file, write_json
 from ocrslim.export.mnn import convert_onnx_to_mnn, mnn_graph, quantize_mnn
 from ocrslim.infer.pipeline import Model, open_model
 from ocrslim.quantize.gate import Gate, Log, gate_sets, print_log
@@ -95,14 +95,13 @@ class _Run:
     """State of one ``quantize_task`` call (temp dir, gate, FP32 reference, log)."""
 
     def __init__(self, task: str, onnx_path: Path, float_mnn: Path, quant_cfg: dict[str, Any], cfg: QuantizeConfig,
-                 work: Path, log: Log) -> None:
+                 work: Path, log: Log, rec_mnn: Path | None = None) -> None:
         self.task, self.onnx, self.float_mnn, self.qcfg, self.cfg = task, onnx_path, float_mnn, quant_cfg, cfg
         self.work, self.log = work, log
         self.base = open_model(str(float_mnn), task, threads=cfg.threads)
+        rec = open_model(str(rec_mnn), "rec", threads=cfg.threads) if task == "det" and rec_mnn else None
         sets = gate_sets(task, cfg, log)
-        metric = "hmean" if task == "det" else cfg.rec_metric
-        self.gate = Gate(task, metric, sets, cfg.limit(task), cfg.max_drop, self.base)
-        self.gate.fp32, _ = self.gate.evaluate(self.base, stop_on_fail=False)  # type: ignore[assignment]
+        self.gate = Gate.build(task, self.base, cfg, sets, rec)
         self.inputs = sensitivity_inputs(task, self.base, sets, cfg.sensitivity_images)
         self.calib_dims = [1, 3, int(quant_cfg["height"]), int(quant_cfg["width"])]
         self.n = 0
@@ -116,9 +115,13 @@ class _Run:
         if r.get("screened"):
             return (f"quantize {self.task}: {what}{size}: broken (output error {r['output_error']:.3f} vs fp32), "
                     "gate skipped")
-        parts = [f"{k} {self.gate.metric} {v:.4f} ({-r['drops'][k]:+.2f})"
-                 for k, v in r["metrics"].items() if v is not None]
-        return f"quantize {self.task}: {what}{size}: {', '.join(parts)}: {'pass' if r['passed'] else 'FAIL'}"
+        parts = [f"{name}/{m} {d['cand']:.4f} (drop {d['drop']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}])"
+                 for name, ms in r["drops"].items() for m, d in ms.items() if d.get("drop") is not None]
+        speed = ""
+        if r.get("speed"):
+            speed = f", {r['speed']['ms']:.1f} ms vs fp32 {r['speed']['fp32_ms']:.1f} ms (x{r['speed']['ratio']:.2f})"
+        verdict = "pass" if r["passed"] else ("FAIL (slower than fp32)" if r.get("slower") else "FAIL")
+        return f"quantize {self.task}: {what}{size}: {', '.join(parts)}{speed}: {verdict}"
 
     def try_candidate(self, c: _Candidate, build: Callable[[Path], None]) -> _Candidate:
         """Build, screen and gate one candidate; record everything, print one line."""
@@ -144,13 +147,34 @@ class _Run:
             if rec["output_error"] > self.cfg.screen_error:
                 rec["screened"] = True
             else:
-                metrics, passed = self.gate.evaluate(model)
-                rec.update(metrics=metrics, drops=self.gate.drops(metrics), passed=passed)
+                result = self.gate.evaluate(model)
+                rec.update(metrics=result.values, drops=result.drops, passed=result.passed, failed=result.failed)
+                if result.passed and self.cfg.target == "x86":
+                    rec["speed"] = self.speed(path, c)
+                    rec["slower"] = rec["speed"]["ratio"] > self.cfg.speed_margin
+                    rec["passed"] = not rec["slower"]
         except (ToolError, _Unusable) as exc:
             rec["error"] = str(exc)
         rec["seconds"] = round(time.perf_counter() - t0, 1)
         self.log(self._line(c))
         return c
+
+    def speed(self, path: Path, c: _Candidate) -> dict[str, float]:
+        """Median latency of ``path`` and of the FP32 student on the sensitivity inputs, calls interleaved."""
+        inputs = self._inputs(c)
+        cand, ref = _mnn_runner(path, self.cfg.threads), _mnn_runner(self.float_mnn, self.cfg.threads)
+        for r in (cand, ref):  # warm-up: each shape planned once
+            for x in inputs:
+                r(x)
+        times: dict[str, list[float]] = {"cand": [], "ref": []}
+        for _ in range(self.cfg.speed_runs):
+            for key, r in (("ref", ref), ("cand", cand)):
+                t0 = time.perf_counter()
+                for x in inputs:
+                    r(x)
+                times[key].append(time.perf_counter() - t0)
+        ms, fp32_ms = (1000 * float(np.median(times[k])) for k in ("cand", "ref"))
+        return {"ms": round(ms, 2), "fp32_ms": round(fp32_ms, 2), "ratio": round(ms / fp32_ms, 3)}
 
     def _fixed_shape_model(self, model: Model) -> Model:
         """The gate's view of a model that only runs at the calibration shape: rec crops squeezed or
@@ -187,6 +211,13 @@ class _Run:
         c = _Candidate("int8", None, params, {}, float_ops=list(cfg["skip_quant_op_names"]))
         return self.try_candidate(c, lambda dst: quantize_mnn(src, dst, cfg))
 
+    def qat(self, qat_mnn: Path) -> _Candidate:
+        """The ``qat`` stage's INT8 model (scales learnt in training), gated like any other candidate."""
+        meta = read_sidecar(qat_mnn)
+        float_ops = list(meta.get("float_layers") or [])
+        c = _Candidate("int8", None, {"method": "QAT", "float_ops": len(float_ops)}, {}, float_ops=float_ops)
+        return self.try_candidate(c, lambda dst: shutil.copyfile(qat_mnn, dst))
+
     def fixed_float(self) -> Path:
         """The FP32 model converted at the calibration shape 1x3xHxW (EMA cannot calibrate dynamic shapes)."""
         onnx_fixed = self.work / "fixed.onnx"
@@ -199,8 +230,9 @@ class _Run:
         c = _Candidate(kind, None, {}, {})
         if kind == "fp32":
             c.path = self.float_mnn
+            ref = self.gate.reference()
             c.record.update(kind="fp32", params={}, size_mb=_size_mb(self.float_mnn), output_error=0.0,
-                            metrics=dict(self.gate.fp32), drops=self.gate.drops(dict(self.gate.fp32)), passed=True,
+                            metrics=ref.values, drops=ref.drops, passed=True, failed=[],
                             note="the MNN FP32 reference itself", seconds=0.0)
             self.log(self._line(c))
             return c
@@ -229,8 +261,14 @@ def quantize_task(
     out: str | Path,
     cfg: QuantizeConfig | None = None,
     log: Log = print_log,
+    *,
+    rec_mnn: str | Path | None = None,
+    qat_mnn: str | Path | None = None,
 ) -> dict[str, Any]:
     """Produce the smallest-precision MNN model of ``task`` that passes the accuracy gate.
+
+    Candidates in order: post-training full INT8 (``quantize.method_<task>``, then repairs), the ``qat`` stage's
+    INT8 model (``qat_mnn``), then ``quantize.fallbacks``; the first that passes ships.
 
     Args:
         task: "det" or "rec".
@@ -243,6 +281,8 @@ def quantize_task(
             and ``fixed_input_shape``.
         cfg: settings (defaults: ``QuantizeConfig()``).
         log: receives one line per attempt.
+        rec_mnn: det: the FP32 recogniser (``.mnn`` + sidecar) that reads the boxes for the gate's e2e F1.
+        qat_mnn: an INT8 model from quantization-aware training (``.mnn`` + sidecar), or None.
 
     Returns:
         A JSON-able report: ``precision``, ``method``, ``metric``, ``fp32`` / ``final`` / ``drop``
@@ -271,14 +311,22 @@ def quantize_task(
     attempts: list[_Candidate] = []
     float_layers: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix=f"ocrslim_quant_{task}.") as tmp:
-        run = _Run(task, onnx_path, float_mnn, qcfg, cfg, Path(tmp), log)
+        run = _Run(task, onnx_path, float_mnn, qcfg, cfg, Path(tmp), log, Path(rec_mnn) if rec_mnn else None)
         log(f"quantize {task}: fp32 {_size_mb(float_mnn)} MB: "
-            + ", ".join(f"{k} {run.gate.metric} {v:.4f}" for k, v in run.gate.fp32.items()))
+            + ", ".join(f"{k}/{m} {v:.4f}" for k, ms in run.gate.fp32.items() for m, v in ms.items() if v is not None))
         if cfg.full_int8:
             chosen = _full_int8(run, method, attempts, float_layers)
         else:
             chosen = None
-            log(f"quantize {task}: full INT8 skipped (quantize.full_int8 false), trying {', '.join(cfg.fallbacks)}")
+            log(f"quantize {task}: post-training full INT8 skipped (quantize.full_int8 false)")
+        if chosen is None and qat_mnn is not None and Path(qat_mnn).is_file():
+            c = run.qat(Path(qat_mnn))
+            attempts.append(c)
+            chosen = c if c.record["passed"] else None
+            if chosen is not None:
+                method = "QAT"
+                float_layers = [{"group": "kept float by QAT", "ops": c.float_ops, "round": 0,
+                                 "why": "MNN runs these in float (ConvTranspose, large MatMul weights, attention)"}]
         for kind in cfg.fallbacks:
             if chosen is not None:
                 break
@@ -354,25 +402,27 @@ def _full_int8(
 
 
 def _failure_message(task: str, gate: Gate, attempts: list[_Candidate], cfg: QuantizeConfig) -> str:
-    """One line: which candidate came closest, on which set it lost how much, and the fix."""
-    fix = ("Add fallbacks (quantize.fallbacks: [int8-weights, fp16, fp32]), raise quantize.max_repairs, or check "
-           "the calibration config's mean/normal against the model's preprocessing")
+    """One line: which candidate came closest, on which set and metric it lost how much, and the fix."""
+    fix = ("Add fallbacks (quantize.fallbacks: [int8-weights, fp16, fp32]), raise quantize.max_repairs, enable the "
+           "qat stage, or check the calibration config's mean/normal against the model's preprocessing")
+
+    def worst(c: _Candidate) -> tuple[str, float]:
+        bounds = [(f"{s}/{m}", d["hi"]) for s, ms in c.record["drops"].items() for m, d in ms.items()
+                  if d.get("hi") is not None]
+        return max(bounds, key=lambda t: t[1]) if bounds else ("?", float("inf"))
+
     gated = [c for c in attempts if c.record.get("drops")]
     if gated:
-        def worst(c: _Candidate) -> tuple[str, float]:
-            drops = {k: v for k, v in c.record["drops"].items() if v is not None}
-            k = max(drops, key=lambda s: drops[s])
-            return k, drops[k]
-
         best = min(gated, key=lambda c: worst(c)[1])
-        name, drop = worst(best)
-        return (f"quantize {task}: no candidate passes the accuracy gate (best: {best.kind}, {gate.metric} on {name} "
-                f"drops {drop:.2f} points > max_drop {cfg.max_drop}). {fix}.")
+        name, bound = worst(best)
+        slower = " and is slower than fp32 (quantize.target x86)" if best.record.get("slower") else ""
+        return (f"quantize {task}: no candidate passes the accuracy gate (best: {best.kind}, {name} drop up to "
+                f"{bound:.2f} points at {cfg.confidence:.0%} > max_drop {cfg.max_drop}{slower}). {fix}.")
     screened = [c for c in attempts if c.record.get("screened")]
     if screened:
         err = min(c.record["output_error"] for c in screened)
-        return (f"quantize {task}: no candidate passes the accuracy gate ({gate.metric}: every candidate is broken, "
-                f"output error vs fp32 >= {err:.3f} > screen_error {cfg.screen_error}; drop not measured). {fix}.")
+        return (f"quantize {task}: no candidate passes the accuracy gate (every candidate is broken, output error vs "
+                f"fp32 >= {err:.3f} > screen_error {cfg.screen_error}; drop not measured). {fix}.")
     errors = [c.record["error"] for c in attempts if c.record.get("error")]
     return f"quantize {task}: no candidate could be built ({errors[-1] if errors else 'no attempt'}). {fix}."
 
@@ -386,6 +436,7 @@ def _write(run: _Run, chosen: _Candidate, out: Path, method: str, float_layers: 
         quant_method=method if chosen.kind == "int8" else None,
         float_layers=chosen.float_ops if chosen.kind == "int8" else [],
         fixed_input_shape=chosen.fixed_shape,
+        target=run.cfg.target,
     )
     if chosen.fixed_shape is not None and run.task == "rec":  # the runner must then feed exactly N x 3 x H x W
         n, _, _, w = chosen.fixed_shape
@@ -393,20 +444,23 @@ def _write(run: _Run, chosen: _Candidate, out: Path, method: str, float_layers: 
     with atomic_path(out) as tmp:
         shutil.copyfile(chosen.path, tmp)
     write_json(sidecar_path(out), meta)
-    metrics = {k: v for k, v in chosen.record["metrics"].items()}
     return {
         "task": run.task,
         "precision": chosen.kind,
         "method": meta["quant_method"],
-        "metric": run.gate.metric,
+        "target": run.cfg.target,
+        "metrics": list(run.gate.metrics),
         "max_drop": run.cfg.max_drop,
+        "confidence": run.cfg.confidence,
         "limit": run.gate.limit,
         "gate_sets": {k: str(v) for k, v in run.gate.sets.items()},
-        "fp32": dict(run.gate.fp32),
-        "final": metrics,
-        "drop": run.gate.drops(metrics),
+        "fp32": run.gate.fp32,
+        "final": chosen.record["metrics"],
+        "drop": chosen.record["drops"],
+        "speed": chosen.record.get("speed"),
         "size_mb": _size_mb(out),
         "fp32_size_mb": _size_mb(run.float_mnn),
+        "sha256": sha256_file(out),
         "float_layers": [{k: v for k, v in layer.items()} for layer in float_layers],
         "fixed_input_shape": chosen.fixed_shape,
     }

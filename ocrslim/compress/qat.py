@@ -15,28 +15,39 @@ by folding each weight's DequantizeLinear back into a float weight and keeping e
 pair as FloatToInt8/Int8ToFloat ops; the file stays FP32-sized and every conv runs in float
 (``tests/test_qat.py`` checks both facts).
 
-What MNN does, and what the fake-quant model mirrors (read off MNN's source, checked on MNN 3.6.1):
+What MNN does, and what the fake-quant model mirrors (read off MNN's source, checked on MNN 3.6.1 with
+the runtime's per-op callback, :func:`mnn_runtime_ops`):
 
 - A conv op is named after its ONNX output tensor (``/backbone/conv1/Conv_output_0``; a ``Linear``'s
-  MatMul+Add becomes ``<Add output>__matmul_converted``), a following ReLU/ReLU6 is fused into it
-  (the op's output tensor is then the ReLU's), and the params are matched by that output tensor.
-- Only ``Convolution``/``ConvolutionDepthwise`` ops with a constant weight are quantized.
-  ``ConvTranspose2d`` (``Deconvolution``), attention MatMuls, LayerNorm, Softmax, pooling and
-  elementwise ops stay float. A tensor carries one scale: layers that read or write the same MNN
-  tensor share one activation quantizer.
-- At load time the runtime copies each quantized tensor's scale to its neighbours through
-  "propagating" ops (pooling, ReLU, Interp, and the data-movement ops reshape/permute/concat/slice/
-  gather...) and runs those in int8 (``Pipeline.cpp``). Mostly this only re-rounds values already on
-  the grid; but through an average pool it clips: an SE block's squeeze conv hands its (small) input
-  scale back to the pool's (large) input, the block's main path. ``prepare_qat`` emulates that
-  propagation on the MNN graph and fake-quantizes the propagated tensors too (at the module that
-  produces or consumes them), calibrating each shared scale over all its tensors. A layer whose
-  scale would clip a tensor that no module boundary exposes is kept float (``QatPlan.kept_float``).
+  MatMul+Add becomes ``<Add output>__matmul_converted``), a following ReLU/ReLU6 and BatchNorm are
+  fused into it, and the params are matched by the op's output tensor. ``prepare_qat`` converts the
+  float model once to read that graph and checks every layer-to-op pairing numerically (the module's
+  input/output against the MNN FP32 model's tensors).
+- Only ``Convolution``/``ConvolutionDepthwise`` with a constant weight get int8 weights and int8
+  compute. ``ConvTranspose2d`` (``Deconvolution``), attention MatMuls, LayerNorm, Softmax and the
+  elementwise ops compute in float; the weights of the float convs/deconvs/Linears can still be
+  stored as int8 (``int8_weights_elsewhere``, MNN's ``--weightQuantBits 8``, modelled by
+  :class:`WeightOnlyQuant`). ``Linear`` layers with >= 64Ki weights (the rec head) stay float: the
+  converter moves their weights to an external buffer first and then writes garbage int8 codes.
+- A tensor has one scale, so layers that read/write the same tensor share one quantizer. At load time
+  the runtime copies scales to neighbouring tensors through pooling, ReLU, Interp and data-movement
+  ops (``Pipeline.cpp``), then runs an op in int8 when all its inputs and its output have scales
+  (``CPUBackend.cpp``, ``_supportQuant``): for such an op a float input gets a rounded copy, and an
+  average pool floors its mean. ``prepare_qat`` emulates both on the MNN graph and mirrors the
+  roundings that matter at module boundaries: an SE block's pool gets its input rounded with the
+  squeeze conv's input scale (which is then calibrated on that larger tensor too, else MNN clips it)
+  and floors like MNN (:class:`_AvgPoolInt8`). A layer whose scale would clip a tensor that no module
+  boundary exposes is kept float (``QatPlan.kept_float`` says why). The other roundings are copies
+  (reshape, permute, nearest resize) of values a layer's own input fake-quant rounds the same way.
+- The int8 depthwise kernel adds a truncated integer bias; the fake-quant model does the same
+  (:class:`_DepthwiseBiasShift`).
 
-Rounding: symmetric int8 in [-127, 127] (zero point 0) for weights and activations. The MNN runtime
-truncates the int32 bias and requantizes in fixed point, and re-rounds the propagated tensors that
-are not module boundaries, so MNN and the fake-quant model agree to about an activation step per
-layer, not bit-exactly (``tests/test_qat.py`` states the tolerance).
+Rounding: symmetric int8 in [-127, 127] (zero point 0) for weights (per output channel) and
+activations (per tensor). On tiny models the MNN INT8 output equals the fake-quant output for >= 99%
+of the values and is one quantization step off for the rest (``tests/test_qat.py``). Every layer of
+the PP-OCRv4 models agrees to within one step given the same input; an un-fine-tuned int8 network
+amplifies those steps (one +1 step in the rec's first conv output moves its softmax by up to 1.0),
+which QAT is there to make it robust to.
 
 >>> plan = prepare_qat(student, calib_batches, keep_float=["head.*"])  # doctest: +SKIP
 >>> ... fine-tune student ...                                          # doctest: +SKIP
@@ -102,7 +113,7 @@ _QUANTIZERS = "qat_quantizers"  # the activation quantizers (a submodule: saved,
 _CALIB_SAMPLES = 1 << 15  # |x| values kept per quantizer, per batch and in all, for the MSE step-size search
 # ConvertMatMulToConv2D stores MatMul weights of >= 64Ki elements externally (config.hpp externalTreshold);
 # FullQuantAndCoding then reads an empty weight and writes garbage int8 data (MNN 3.6.1).
-_MNN_EXTERNAL_WEIGHTS = 1 << 16  # |x| values kept per site and batch for the MSE step-size search
+_MNN_EXTERNAL_WEIGHTS = 1 << 16
 
 # MNN runtime ops that pass a tensor's quant scale on to their neighbours (Pipeline.cpp,
 # _getQuantPropagateOp). The data-movement ops are converter-level names of what the runtime
@@ -327,12 +338,13 @@ class QatPlan:
     handles: list[Any] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-able: how many layers are int8, which stayed float and why."""
+        """JSON-able: how many layers are int8, which stayed float and why, the extra rounding sites."""
         return {
             "quantized_layers": len(self.layers),
             "kept_float": dict(self.kept_float),
-            "propagated_sites": len(self.propagated),
-            "unmodeled_tensors": len(self.unmodeled),
+            "extra_sites": len(self.propagated),
+            "int8_pools": len(self.int8_pools),
+            "unexposed_roundings": len(self.unmodeled),
         }
 
 
@@ -345,7 +357,7 @@ def qat_plan(model: nn.Module) -> QatPlan:
     plan = getattr(model, _ATTR, None)
     if not isinstance(plan, QatPlan):
         raise QatError(
-            "model: not prepared for QAT. Call ocrslim.quantize.qat.prepare_qat(model, calib_batches) first."
+            "model: not prepared for QAT. Call ocrslim.compress.qat.prepare_qat(model, calib_batches) first."
         )
     return plan
 
