@@ -1,6 +1,7 @@
 """DAG timings in a temporary clone: cold ``dvc repro`` per stage, no-op ``dvc repro``, and one experiment's reruns.
 
     python benchmarks/bench_dag.py [--repo DIR] [--rev HEAD] [--profile tiny|default] [--set prune.ratio=0.3]
+                                   [--eval synth|real] [--workdir DIR] [--cache DIR] [--no-exp]
                                    [--out reports/bench_dag.json] [--keep]
 
 Clones the repo at a commit (HEAD; uncommitted changes are left out), composes ``profile=<profile>`` with the data
@@ -9,6 +10,11 @@ a second ``dvc repro`` (should run nothing), and ``dvc exp run -S <set>`` (which
 long). ``--profile tiny`` takes minutes; ``--profile default`` is the full-size DAG, about 30 min on 2 cores.
 A stage's time runs from its "Running stage" line to its "Updating lock file" line (or the next stage's
 line), so it includes dvc hashing and caching the stage's outputs.
+
+``--eval real`` keeps the configured dev sets (``../shared``, linked beside the clone, as the training
+sets are). ``--cache DIR`` points the clone's DVC cache there (e.g. the repo's ``.dvc/cache``): a later
+``dvc checkout`` in the repo, with the clone's ``dvc.lock``, then restores the benchmarked run's outputs.
+``--no-exp`` skips the experiment run.
 """
 
 from __future__ import annotations
@@ -68,11 +74,17 @@ def timed_dvc(args: list[str], cwd: Path, env: dict[str, str], log: Path, label:
             "skipped": skipped}
 
 
-def bench(repo: Path, work: Path, profile: str, sets: list[str], rev: str = "HEAD") -> dict:
+def bench(repo: Path, work: Path, profile: str, sets: list[str], rev: str = "HEAD", *, real_eval: bool = False,
+          cache: Path | None = None, exp: bool = True) -> dict:
     """Clone, compose and time the three runs; the result is what ``--out`` writes."""
     env = tool_env()
     sha = clone_checkout(repo, work, committed=True, rev=rev)
-    overrides = [f"profile={profile}", *SYNTH_EVAL]
+    if cache is not None:
+        subprocess.run(dvc_cmd("cache", "dir", str(cache.resolve())), cwd=work, env=env, check=True)
+    overrides = [f"profile={profile}", *([] if real_eval else SYNTH_EVAL)]
+    if not (work.parent / "shared").exists() and (repo.parent / "shared").is_dir():
+        # the training sets (split stage) and, with --eval real, the dev sets are read by path from ../shared
+        (work.parent / "shared").symlink_to(repo.parent / "shared")
     res = subprocess.run([sys.executable, "-m", "ocrslim.compose", *overrides], cwd=work, env=env,
                          capture_output=True, text=True)
     if res.returncode != 0:
@@ -83,13 +95,26 @@ def bench(repo: Path, work: Path, profile: str, sets: list[str], rev: str = "HEA
     noop = timed_dvc(["repro"], work, env, logs / "noop.log", "no-op")
     # DVC composes params.yaml from conf/ for an experiment: repeat the profile's overrides, then the change.
     exp_args = ["exp", "run", *[a for o in [*overrides, *sets] for a in ("-S", o)]]
-    exp = timed_dvc(exp_args, work, env, logs / "exp.log", "exp")
+    exp_run = timed_dvc(exp_args, work, env, logs / "exp.log", "exp") if exp else {"total_s": 0.0, "stages": {}}
     dvc_version = subprocess.run(dvc_cmd("--version"), capture_output=True, text=True, env=env).stdout.strip()
     return {
         "repo": str(repo), "commit": sha, "profile": profile, "overrides": overrides, "set": sets,
         "dvc": dvc_version, "python": platform.python_version(), "cpus": os.cpu_count(),
-        "cold": cold, "noop": noop, "exp": exp,
+        "cold": cold, "noop": noop, "exp": exp_run, "cpu_minutes_cold": _cpu_minutes(work),
     }
+
+
+def _cpu_minutes(work: Path) -> dict[str, float]:
+    """CPU minutes of the training stages, from the untracked timing logs the distill/qat stages write."""
+    out = {}
+    for f in sorted((work / "logs").glob("*.json")):
+        try:
+            cpu = json.loads(f.read_text(encoding="utf-8")).get("cpu_seconds")
+        except (OSError, ValueError):
+            continue
+        if isinstance(cpu, (int, float)):
+            out[f.stem] = round(cpu / 60, 2)
+    return out
 
 
 def table(result: dict) -> str:
@@ -109,9 +134,10 @@ def table(result: dict) -> str:
         f"cold dvc repro:  {result['cold']['total_s']:8.1f} s  ({len(cold)} stages)",
         f"no-op dvc repro: {result['noop']['total_s']:8.1f} s  "
         + (f"(reran {', '.join(noop_ran)}!)" if noop_ran else "(nothing ran)"),
-        f"dvc exp run -S {change}: {result['exp']['total_s']:.1f} s, reran {len(exp)} stage(s): "
-        + (", ".join(exp) or "none"),
     ]
+    if result["set"]:
+        lines.append(f"dvc exp run -S {change}: {result['exp']['total_s']:.1f} s, reran {len(exp)} stage(s): "
+                     + (", ".join(exp) or "none"))
     return "\n".join(lines)
 
 
@@ -123,12 +149,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", dest="sets", help="the experiment's change (default prune.ratio=0.3)")
     p.add_argument("--out", help="write the results as JSON here (e.g. reports/bench_dag.json)")
     p.add_argument("--keep", action="store_true", help="keep the temporary clone and the dvc logs")
+    p.add_argument("--eval", choices=("synth", "real"), default="synth",
+                   help="evaluation sets: the synthetic test split (default) or the configured dev sets")
+    p.add_argument("--workdir", help="an empty folder to clone into (kept); beside the repo for --eval real")
+    p.add_argument("--cache", help="the clone's DVC cache directory (e.g. the repo's .dvc/cache)")
+    p.add_argument("--no-exp", action="store_true", help="skip the experiment run")
     args = p.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="ocrslim-bench-dag-"))
-    keep = args.keep
+    if args.workdir:
+        tmp = Path(args.workdir).resolve()
+        tmp.mkdir(parents=True, exist_ok=False)
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="ocrslim-bench-dag-"))
+    keep = args.keep or bool(args.workdir)
+    sets = [] if args.no_exp else (args.sets or ["prune.ratio=0.3"])
     try:
-        result = bench(Path(args.repo).resolve(), tmp / "repo", args.profile, args.sets or ["prune.ratio=0.3"],
-                       args.rev)
+        result = bench(Path(args.repo).resolve(), tmp / "repo", args.profile, sets, args.rev,
+                       real_eval=args.eval == "real", cache=Path(args.cache) if args.cache else None,
+                       exp=not args.no_exp)
     except ToolError:
         keep = True  # the clone and its logs explain the failure
         raise

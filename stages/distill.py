@@ -64,8 +64,14 @@ def main(argv: list[str] | None = None) -> int:
                      hint_teacher=hint_teacher)
     if report["fit"]["rank"] != 0:
         return 0  # DDP: rank 0 (the one that validated) writes the outputs
+    if task_cfg.steps == 0:  # no optimizer step, so no checkpoint: the DVC output gets a note instead
+        write_json(Path(args.run_dir) / "ckpt" / "skipped.json", {"reason": f"distill.{args.task}.steps is 0"})
     timing = report.pop("timing")
-    save_model(student, out, {**meta, "distill": {**report, "source": str(src)}})
+    # the model file keeps what defines the student, not the run's history (a resumed run, its teacher cache's
+    # hit counts): a killed-and-resumed run writes the same bytes as an uninterrupted one
+    history = {"resumed", "start_step", "seconds", "cpu_seconds", "steps_per_s"}
+    kept = {**report, "fit": {k: v for k, v in report["fit"].items() if k not in history}, "teacher_cache": None}
+    save_model(student, out, {**meta, "distill": {**kept, "source": str(src)}})
     metrics = distill_metrics(report)
     write_json(args.metrics, metrics)
     write_json(Path("logs") / f"distill_{args.task}.json", timing)  # untracked: wall/CPU time differ every run

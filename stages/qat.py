@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_path(out) as tmp:
             tmp.mkdir()
             write_json(tmp / "skipped.json", {"reason": f"{args.task} is not in qat.tasks"})
+        # the run directory is a DVC output either way: a note instead of checkpoints
+        write_json(Path(args.run_dir) / "skipped.json", {"reason": f"{args.task} is not in qat.tasks"})
         write_json(args.metrics, {"mode": "skipped"})
         print(f"qat {args.task}: skipped ({args.task} is not in qat.tasks {list(qcfg.tasks)})")
         return 0

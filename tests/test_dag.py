@@ -100,7 +100,7 @@ def test_tiny_dvc_repro_offline_then_noop(tmp_path):
                  "artifacts/student/det.safetensors",
                  "artifacts/onnx/student_rec.onnx", "artifacts/mnn/student_det.mnn", "artifacts/quant/rec.mnn.json",
                  "artifacts/bundle/det.mnn", "artifacts/bundle/rec.mnn", "artifacts/bundle/dict.txt",
-                 "runs/distill/det/ckpt/last.safetensors", "runs/distill/rec/ckpt/skipped.json"):
+                 "runs/distill/det/ckpt/last.safetensors", "runs/distill/rec/ckpt/last.safetensors"):
         assert (work / path).is_file(), path
     teacher = json.loads((work / "metrics" / "eval_teacher.json").read_text())["data"]  # set name: the folder
     assert teacher["rec"]["samples"] == 2 and teacher["skipped"] == 1  # the unreadable crop counted, not scored

@@ -306,6 +306,30 @@ def test_stage_rec_writes_model_and_metrics(tmp_path: Path) -> None:
     assert m["steps"] == 2 and "val_accuracy" in m and "seconds" not in json.dumps(m)
 
 
+def test_steps_zero_validates_the_pruned_student_unchanged(tmp_path: Path) -> None:
+    """distill.<task>.steps 0: the pruned model is the student (weights untouched), validated and reported."""
+    from stages.distill import main
+
+    root = _rec_set(tmp_path / "rec", TEXTS)
+    student = tmp_path / "student.safetensors"
+    save_model(_tiny_rec(len(CHARS) + 2), student, {"task": "rec", "characters": CHARS})
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"distill": {
+        "rec": {"teacher": str(student), "steps": 0, "batch_size": 2, "widths": [96], "train_data": [str(root)],
+                "val_data": [str(root)], "mix": []},
+        "threads": 1, "device": "cpu"}}))
+    out, metrics = tmp_path / "out" / "rec.safetensors", tmp_path / "m.json"
+    assert main(["--params", str(params), "--task", "rec", "--model", str(student), "--out", str(out),
+                 "--metrics", str(metrics), "--run-dir", str(tmp_path / "run")]) == 0
+    model, meta = load_model(out)
+    src, _ = load_model(student)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), src.state_dict().values()))
+    assert meta["distill"]["mode"] == "pruned" and meta["distill"]["fit"]["end_step"] == 0
+    m = json.loads(metrics.read_text())
+    assert m["steps"] == 0 and 0.0 <= m["val_accuracy"] <= 1.0
+    assert (tmp_path / "run" / "ckpt" / "skipped.json").is_file()  # DVC's declared output exists
+
+
 def test_stage_copies_an_unpruned_student_without_training(tmp_path: Path) -> None:
     from stages.distill import main
 

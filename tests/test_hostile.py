@@ -61,7 +61,8 @@ IMAGES: dict[str, tuple[Callable[[], bytes], str | None]] = {
     "zero-byte": (lambda: b"", "empty file"),
     "truncated": (lambda: _png(LINE)[: len(_png(LINE)) // 2], "unreadable image"),
     "not an image": (lambda: b"just a text file\n" * 10, "unreadable image"),
-    "forged header": (lambda: _forged_png(20000, 20000), "image too large (20000x20000 = 400.0 MP"),  # 1.2 GB if decoded
+    # forged header: 1.2 GB if decoded
+    "forged header": (lambda: _forged_png(20000, 20000), "image too large (20000x20000 = 400.0 MP"),
     "12000x9000": (_huge_png, "image too large (12000x9000 = 108.0 MP"),
     "1x1": (lambda: _png(np.full((1, 1, 3), 255, np.uint8)), OK),
     "16-bit": (lambda: _png(LINE.astype(np.uint16) * 257), OK),

@@ -21,9 +21,6 @@ from ocrslim.core.errors import ConfigError
 
 pytest.importorskip("MNN")
 
-from ocrslim.export.mnn import convert_onnx_to_mnn  # noqa: E402
-from ocrslim.export.onnx import export_onnx  # noqa: E402
-from ocrslim.infer.runners import MnnRunner  # noqa: E402
 from ocrslim.compress.qat import (  # noqa: E402
     QMAX,
     QatError,
@@ -39,6 +36,9 @@ from ocrslim.compress.qat import (  # noqa: E402
     qat_plan,
     strip_qat,
 )
+from ocrslim.export.mnn import convert_onnx_to_mnn  # noqa: E402
+from ocrslim.export.onnx import export_onnx  # noqa: E402
+from ocrslim.infer.runners import MnnRunner  # noqa: E402
 
 AXES = {"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 1: "h", 2: "w"}}
 

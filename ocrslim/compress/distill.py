@@ -408,7 +408,8 @@ def distill(
     timing = {k: history.pop(k) for k in ("seconds", "cpu_seconds", "steps_per_s") if k in history}
     return {
         "task": task,
-        "mode": "distill" if use_teacher else "finetune",
+        # steps 0: the pruned (and reconstructed) model is the student, validated as is
+        "mode": "pruned" if t.steps == 0 else "distill" if use_teacher else "finetune",
         "teacher": run["teacher"],
         **extra,
         "train_sets": [{"path": n, "samples": s, "per_batch": c}

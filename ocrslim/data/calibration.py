@@ -290,6 +290,8 @@ def build_calibration(
             # synthetic pool is far larger, and its share by size would leave the real domain a few images
             per_pool = [_candidates(task, [p], key) for p in paths]
             cands = [c for pool in per_pool for c in pool]
+            if not cands:
+                _choose(task, cands, counts[task], buckets[task], cfg, where, count_key)  # raises: nothing readable
             chosen, unreadable = [], 0
             for pool, n in zip(per_pool, _shares(counts[task], [len(pool) for pool in per_pool])):
                 if n:
