@@ -1,6 +1,7 @@
 """Stage ``qat``: quantization-aware fine-tuning of a student into an MNN INT8 model with learnt scales.
 
-Reads:  params.yaml:qat and distill (the task's data, teacher, loss and shared schedule keys);
+Reads:  params.yaml:qat and distill (the task's data, loss and shared schedule keys; its teacher with
+        ``qat.teacher: teacher``, else the FP32 student is the KD target);
         artifacts/student/<task>.safetensors (--model); artifacts/mnn/student_<task>.mnn.json (--float-sidecar: the
         configuration and dictionary the INT8 model carries, as the FP32 one does).
 Writes: artifacts/qat/<task>/ (--out): ``model.mnn`` + ``model.mnn.json`` (precision int8, quant method QAT, the
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     det_cfg, rec_cfg = preprocessing(meta)
     pre = det_cfg if args.task == "det" else rec_cfg
     chars = meta.get("characters")
-    spec = cfg.teacher(args.task)
+    # KD target: the FP32 student (what the gate compares the INT8 model with) or the distillation teacher
+    spec = args.model if qcfg.teacher == "student" else cfg.teacher(args.task)
     teacher = open_model(spec, args.task, threads=cfg.threads) if spec else None
     data = task_data(args.task, cfg, pre, chars)
     work = Path(args.run_dir) / "export"

@@ -49,7 +49,7 @@ def _tiny_rec(classes: int) -> torch.nn.Module:
 def _cfg(rec: dict | None = None, det: dict | None = None, **shared: object) -> DistillConfig:
     """A small config: rec 20 steps of 4 crops at width 96, det 1-page steps at 256 px; overrides per section."""
     base = {"rec": {"steps": 20, "batch_size": 4, "lr": 3e-3, "warmup_steps": 2, "widths": [96], "max_val": 4,
-                    "train_data": ["x"], "val_data": [], "mix": [], "alpha": 0.9, **(rec or {})},
+                    "train_data": ["x"], "val_data": [], "mix": [], "alpha": 0.9, "trainable": [], **(rec or {})},
             "det": {"steps": 1, "batch_size": 1, "lr": 3e-3, "warmup_steps": 1, "size": 256, "max_val": 4,
                     "train_data": ["x"], "val_data": [], "mix": [], "alpha": 0.9, **(det or {})},
             "eval_every": 0, "ckpt_every": 100, "threads": 1, "device": "cpu", **shared}
