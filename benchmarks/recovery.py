@@ -2,7 +2,8 @@
 the training-side validation splits — never on the dev sets the evaluate stage reports.
 
     python benchmarks/recovery.py rec --variants b56h64 b56h64_kd [--steps 400] [--seed 0]
-    python benchmarks/recovery.py det --variants u50 --steps 300
+    python benchmarks/recovery.py det --variants u40 u40_kd40 u40_db200 u50nh
+    python benchmarks/recovery.py rec --variants h64 h64_all --max-val 0
 
 Each variant starts from the teacher of ``params.yaml`` (``artifacts/teacher/<task>.safetensors``),
 applies the ``prune`` section plus the variant's prune overrides (reconstruction on
@@ -37,7 +38,9 @@ _EARLY_REC = ["backbone.conv1", "backbone.blocks2", "backbone.blocks3", "backbon
 VARIANTS: dict[str, dict[str, tuple[str, dict[str, Any], dict[str, Any]]]] = {
     "rec": {
         "u40": ("uniform 40% of backbone+neck convs, SVTR/head frozen", {"rec_ratio": 0.4}, {}),
-        "h64": ("head rank 64 only (the default)", {"rec_ratio": 0.0, "head_rank_rec": 64}, {}),
+        "h64": ("head rank 64, KD on the head alone (the default)", {"rec_ratio": 0.0, "head_rank_rec": 64}, {}),
+        "h64_all": ("head rank 64, KD on every weight (lr 1e-4)", {"rec_ratio": 0.0, "head_rank_rec": 64},
+                    {"steps": 100, "alpha": 1.0, "lr": 1e-4, "trainable": []}),
         "b6": ("blocks6 at 50%, nothing else", {"rec_ratio": 0.0, "ratios_rec": ["backbone.blocks6=0.5"],
                                                   "ignore_rec": [*_EARLY_REC, "neck", "head.*"]}, {}),
         "b56h64": ("blocks6 50%, blocks5 30%, head rank 64 (activation PCA)",
@@ -50,7 +53,14 @@ VARIANTS: dict[str, dict[str, tuple[str, dict[str, Any], dict[str, Any]]]] = {
                      {}),
     },
     "det": {
-        "u40": ("uniform 40%, head frozen", {"ratio": 0.4}, {}),
+        "u40": ("uniform 40%, head frozen (the default: no training)", {"ratio": 0.4}, {}),
+        "u40_kd40": ("uniform 40%, 40 KD-only steps", {"ratio": 0.4},
+                     {"steps": 40, "alpha": 1.0, "aux_weight": 0.0, "lr": 2e-4}),
+        "u40_db200": ("uniform 40%, 200 steps of DB loss + KD (the previous default)", {"ratio": 0.4},
+                      {"steps": 200, "alpha": 0.5, "aux_weight": 1.0, "lr": 1e-3}),
+        "u50nh": ("uniform 50%, neck and head pruned too, 200 steps",
+                  {"ratio": 0.5, "ignore_det": ["head.binarize.conv3"]},
+                  {"steps": 200, "alpha": 0.5, "aux_weight": 0.0, "lr": 2e-4}),
         "u50": ("uniform 50%, head frozen", {"ratio": 0.5}, {}),
         "u60": ("uniform 60%, head frozen", {"ratio": 0.6}, {}),
     },
@@ -73,7 +83,8 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=None, help="distill steps (default: the params' distill.<task>.steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--max-val", type=int, default=None, help="validation samples (default distill.<task>.max_val)")
+    p.add_argument("--max-val", type=int, default=None,
+                   help="validation samples per set (default distill.<task>.max_val; 0 = all)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     unknown = [v for v in args.variants if v not in VARIANTS[args.task]]
@@ -83,6 +94,8 @@ def main() -> int:
     task = args.task
     base_prune = to_dict(load_section(args.params, "prune", PruneConfig))
     base_distill = to_dict(load_section(args.params, "distill", DistillConfig))
+    if args.max_val is not None:
+        base_distill[task]["max_val"] = args.max_val or None
     teacher_path = Path(f"artifacts/teacher/{task}.safetensors")
     _, meta, pre = load_task_model(teacher_path, task)
     chars = meta.get("characters")
