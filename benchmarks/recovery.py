@@ -39,6 +39,8 @@ VARIANTS: dict[str, dict[str, tuple[str, dict[str, Any], dict[str, Any]]]] = {
     "rec": {
         "u40": ("uniform 40% of backbone+neck convs, SVTR/head frozen", {"rec_ratio": 0.4}, {}),
         "h64": ("head rank 64, KD on the head alone (the default)", {"rec_ratio": 0.0, "head_rank_rec": 64}, {}),
+        "ft": ("the teacher itself fine-tuned (the reference): 300 steps of KD + CTC on every weight",
+               {"rec_ratio": 0.0, "head_rank_rec": 0}, {"steps": 300, "alpha": 0.9, "lr": 3e-4, "trainable": []}),
         "h64_all": ("head rank 64, KD on every weight (lr 1e-4)", {"rec_ratio": 0.0, "head_rank_rec": 64},
                     {"steps": 100, "alpha": 1.0, "lr": 1e-4, "trainable": []}),
         "b6": ("blocks6 at 50%, nothing else", {"rec_ratio": 0.0, "ratios_rec": ["backbone.blocks6=0.5"],
@@ -53,6 +55,8 @@ VARIANTS: dict[str, dict[str, tuple[str, dict[str, Any], dict[str, Any]]]] = {
                      {}),
     },
     "det": {
+        "ft": ("the teacher itself fine-tuned (the reference): 40 KD-only steps", {"ratio": 0.0},
+               {"steps": 40, "alpha": 1.0, "aux_weight": 0.0, "lr": 2e-4}),
         "u40": ("uniform 40%, head frozen (the default: no training)", {"ratio": 0.4}, {}),
         "u40_kd40": ("uniform 40%, 40 KD-only steps", {"ratio": 0.4},
                      {"steps": 40, "alpha": 1.0, "aux_weight": 0.0, "lr": 2e-4}),

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     timing = report.pop("timing")
     # the model file keeps what defines the student, not the run's history (a resumed run, its teacher cache's
     # hit counts): a killed-and-resumed run writes the same bytes as an uninterrupted one
-    history = {"resumed", "start_step", "seconds", "cpu_seconds", "steps_per_s"}
+    history = {"resumed", "start_step", "seconds", "cpu_seconds", "steps_per_s", "train"}
     kept = {**report, "fit": {k: v for k, v in report["fit"].items() if k not in history}, "teacher_cache": None}
     save_model(student, out, {**meta, "distill": {**kept, "source": str(src)}})
     metrics = distill_metrics(report)

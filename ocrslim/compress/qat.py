@@ -150,21 +150,22 @@ _PROPAGATE_OPS = {
 }
 # Going backwards (output scale → input) through these can clip: the input holds values the output
 # lacks (averages, negatives, a slice's other elements).
-_CLIPPING_BACKWARD = {
-    "Pooling",
-    "Pooling3D",
-    "ReLU",
-    "ReLU6",
-    "Interp",
-    "CropAndResize",
-    "ROIPooling",
-    "Slice",
-    "SliceTf",
-    "StridedSlice",
-    "GatherV2",
-    "Gather",
-    "Unpack",
-    "Crop",
+_CLIPPING_BACKWARD = _PROPAGATE_OPS - {
+    # pure data movement: every input value reaches the output
+    "Raster",
+    "Reshape",
+    "Permute",
+    "Transpose",
+    "Concat",
+    "Squeeze",
+    "Unsqueeze",
+    "ExpandDims",
+    "ConvertTensor",
+    "Flatten",
+    "Pack",
+    "Identity",
+    "Tile",
+    "BroadcastTo",
 }
 _INT_SOURCES = {"Shape", "Rank", "Size"}
 

@@ -83,6 +83,29 @@ def write_safetensors(path: str | os.PathLike[str], tensors: dict[str, torch.Ten
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(flat, str(tmp), metadata={k: json.dumps(v, ensure_ascii=False) for k, v in metadata.items()})
+        _sort_metadata(Path(tmp))
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite the header with its metadata keys sorted, in place (same length).
+
+    safetensors writes the metadata map in hash order, which differs between processes: the same model and
+    metadata gave other bytes on every run (two fresh clones disagreed from the teacher stage on). The tensor
+    entries keep the writer's order and offsets; only the metadata object's key order changes, so the compact
+    JSON has the same length and the padding is kept.
+    """
+    with path.open("r+b") as fh:
+        size = struct.unpack("<Q", fh.read(8))[0]
+        header = json.loads(fh.read(size))
+        meta = header.pop("__metadata__", None)
+        if not meta:
+            return
+        ordered = {"__metadata__": dict(sorted(meta.items())), **header}
+        data = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(data) > size:  # not the writer's compact form: leave the file as written
+            return
+        fh.seek(8)
+        fh.write(data + b" " * (size - len(data)))
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -104,7 +127,7 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tens
         raise ArtifactError(f"{path}: unreadable safetensors file ({str(exc).splitlines()[0][:120]}). Re-run the "
                             "stage that wrote it.") from None
     try:
-        meta = {k: json.loads(v) for k, v in raw.items()}
+        meta = {k: json.loads(raw[k]) for k in sorted(raw)}  # key order independent of the file's
     except json.JSONDecodeError:
         raise ArtifactError(f"{path}: metadata is not JSON. Re-run the stage that wrote it.") from None
     return tensors, meta
