@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     if "characters" in report:  # prune.charset: the student reads a smaller dictionary
         meta = {**meta, "characters": report.pop("characters")}
     out = Path(args.out)
+    seconds = report.pop("seconds", None)  # wall time: logged, not in the outputs (a rerun writes the same bytes)
     save_model(model, out, {**meta, "prune": {**report, "source": str(src)}})
     write_json(args.metrics, prune_metrics(report))
+    write_json(Path("logs") / f"prune_{args.task}.json", {"seconds": seconds})
     r = report
     what = "pruned" if student.name(args.task) == "pruned" else f"{student.name(args.task)} (from scratch)"
     print(

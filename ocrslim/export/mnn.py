@@ -11,6 +11,7 @@ logging SDK and upload usage data (PROBE.md, "MNN 3.6.1 wheel").
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,27 @@ def convert_onnx_to_mnn(
             subject=src,
             fix="Re-export the ONNX file, or replace the op named above with one MNN supports",
         )
+        _stable_uuid(tmp)
+
+
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _stable_uuid(path: Path) -> None:
+    """Replace the random UUID MNN's tools write into every model with one derived from the model's bytes.
+
+    MNNConvert and mnnquant stamp each file with a fresh ``uuid4`` (36 ASCII bytes near the start), so the same
+    ONNX converted twice gave two files; the stamp becomes ``uuid5`` of the file's sha256 with the stamp blanked,
+    same length, so equal models are equal files. A file with no stamp, or more than one candidate, is left alone.
+    """
+    data = path.read_bytes()
+    found = list(_UUID.finditer(data[:4096]))
+    if len(found) != 1:
+        return
+    start, end = found[0].span()
+    blank = data[:start] + b"0" * (end - start) + data[end:]
+    stamp = str(uuid.uuid5(uuid.NAMESPACE_OID, hashlib.sha256(blank).hexdigest())).encode()
+    path.write_bytes(data[:start] + stamp + data[end:])
 
 
 def zoo_as_mnn(name: str) -> Path:
@@ -179,6 +202,7 @@ def quantize_mnn(src_mnn: PathLike, dst_mnn: PathLike, config: dict[str, Any]) -
             subject=src,
             fix="Keep the failing ops float (skip_quant_op_names) or try feature_quantize_method EMA; see PROBE.md",
         )
+        _stable_uuid(tmp)
 
 
 def mnn_graph(mnn_path: PathLike) -> dict[str, Any]:
