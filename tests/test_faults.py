@@ -53,14 +53,6 @@ NOT_BIT_REPRODUCIBLE = {
     "metrics/distill_*.json": "CPU minutes spent training",
     "runs/distill/*/ckpt": "checkpoints record the CPU seconds spent so far",
     "runs/qat/*": "the QAT run's checkpoints record the CPU seconds spent so far",
-    # measured: two cold runs give other QAT weights from the same inputs (cause not yet found; every stage
-    # before it agrees byte for byte), and what is downstream of the QAT model follows
-    "artifacts/qat/*": "QAT fine-tuning is not bit-reproducible between processes yet",
-    "metrics/qat_*.json": "the QAT model's validation metrics",
-    "metrics/quantize_*.json": "the gate's attempt table includes the QAT candidate's measured drop",
-    "artifacts/bundle": "ships the QAT model when the gate passes it (the tiny profile's 2-step students)",
-    "artifacts/bundle_onnx": "its manifest is the MNN bundle's",
-    "artifacts/torchscript": "its manifest is the MNN bundle's",
     "runs/distill/*/dvclive/plots/metrics": "dvclive logs a timestamp per step",
 }
 

@@ -149,3 +149,23 @@ def test_a_recogniser_with_another_dictionary_writes_no_bundle(built: Path, tmp_
     with pytest.raises(ArtifactError, match="classes but the dictionary gives"):
         build_onnx_bundle(built / "bundle", built / "det.onnx", other / "rec.onnx", out, [built / "page.png"], CFG)
     assert not out.exists() and list(tmp_path.glob(".bundle_onnx.*")) == []
+
+
+def test_torchscript_files_are_reproducible(tmp_path: Path) -> None:
+    import zipfile
+
+    import torch
+
+    from ocrslim.export.targets import save_torchscript
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    x = torch.rand(1, 3, 8, 8)
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    traced = torch.jit.trace(model, x)  # (a second trace in one process gets other mangled class names)
+    save_torchscript(traced, a, {"ocrslim.json": '{"task": "det"}'})
+    save_torchscript(traced, b, {"ocrslim.json": '{"task": "det"}'})
+    assert a.read_bytes() == b.read_bytes()  # torch.jit.save alone writes a random serialization id
+    assert not [n for n in zipfile.ZipFile(a).namelist() if n.endswith(".debug_pkl")]  # source paths
+    extra = {"ocrslim.json": ""}
+    loaded = torch.jit.load(str(a), _extra_files=extra)
+    assert torch.equal(loaded(x), model(x)) and extra["ocrslim.json"] == b'{"task": "det"}'

@@ -111,6 +111,7 @@ _MATMUL_SUFFIX = "__matmul_converted"
 _ATTR = "_ocrslim_qat"  # the QatPlan lives on the model under this attribute
 _QUANTIZERS = "qat_quantizers"  # the activation quantizers (a submodule: saved, trained)
 _CALIB_SAMPLES = 1 << 15  # |x| values kept per quantizer, per batch and in all, for the MSE step-size search
+_SAMPLE_SEED = 20241205  # seeds each quantizer's subsampling of |x| (calibration is deterministic)
 # ConvertMatMulToConv2D stores MatMul weights of >= 64Ki elements externally (config.hpp externalTreshold);
 # FullQuantAndCoding then reads an empty weight and writes garbage int8 data (MNN 3.6.1).
 _MNN_EXTERNAL_WEIGHTS = 1 << 16
@@ -213,6 +214,9 @@ class ActQuant(nn.Module):
         self.observing = False
         self._samples: list[torch.Tensor] = []
         self._max = 0.0
+        # Its own seeded generator: subsampling with the global RNG made two runs of the same calibration give
+        # other step sizes (the global RNG's state depends on what ran before in the process).
+        self._rng = torch.Generator().manual_seed(_SAMPLE_SEED)
 
     def forward(self, x: torch.Tensor, observe: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """Fake-quantize ``x``; while observing, record ``observe(x)`` (default ``x``) instead."""
@@ -230,7 +234,7 @@ class ActQuant(nn.Module):
             return
         self._max = max(self._max, float(a.max()))
         if a.numel() > _CALIB_SAMPLES:
-            a = a[torch.randint(a.numel(), (_CALIB_SAMPLES,), device=a.device)]
+            a = a[torch.randint(a.numel(), (_CALIB_SAMPLES,), generator=self._rng).to(a.device)]
         self._samples.append(a.cpu())
 
     @torch.no_grad()
@@ -244,7 +248,7 @@ class ActQuant(nn.Module):
         else:
             a = torch.cat(self._samples)
             if a.numel() > _CALIB_SAMPLES:
-                a = a[torch.randperm(a.numel())[:_CALIB_SAMPLES]]
+                a = a[torch.randperm(a.numel(), generator=self._rng)[:_CALIB_SAMPLES]]
             self.scale.fill_(_mse_scale(a, self._max))
         self._samples, self._max = [], 0.0
 

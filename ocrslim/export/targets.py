@@ -43,7 +43,8 @@ from ocrslim.core.config import DetConfig, ExportConfig, RecConfig, from_dict
 from ocrslim.core.errors import ArtifactError, ParityError
 from ocrslim.core.fsutil import atomic_path, sha256_file
 
-__all__ = ["ONNX_RUNTIME", "build_onnx_bundle", "build_torchscript", "parity_gate_pages", "parity_pages"]
+__all__ = ["ONNX_RUNTIME", "build_onnx_bundle", "build_torchscript", "parity_gate_pages", "parity_pages",
+           "save_torchscript"]
 
 ONNX_RUNTIME = "onnxruntime"
 IOU_MATCH = 0.5  # a target's line matches a reference line at box IoU >= this (the ICDAR matching threshold)
@@ -223,6 +224,35 @@ def trace_student(model: Any, task: str, export_cfg: ExportConfig, meta: dict[st
     return traced, diffs
 
 
+def save_torchscript(traced: Any, path: str | Path, extra_files: dict[str, str]) -> None:
+    """``torch.jit.save``, made reproducible: the same module gives the same bytes on any machine.
+
+    ``torch.jit.save`` writes a random ``.data/serialization_id`` and, in ``*.debug_pkl`` records, the absolute
+    paths of the Python files the module was traced from (two clones of the repo gave two files). The archive is
+    rewritten without the debug records (they only add source lines to TorchScript error messages) and with
+    an id derived from the other records' bytes, every record stored with a fixed timestamp.
+    """
+    import hashlib
+    import io
+    import zipfile
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf, _extra_files=extra_files)
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as src:
+        records = {i.filename: src.read(i) for i in src.infolist() if not i.filename.endswith(".debug_pkl")}
+    digest = hashlib.sha256()
+    for name in sorted(records):
+        if not name.endswith("/.data/serialization_id"):
+            digest.update(name.encode() + b"\0" + records[name])
+    with open(path, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as out:
+        for name, data in records.items():
+            if name.endswith("/.data/serialization_id"):  # decimal digits, as torch writes it
+                data = str(int(digest.hexdigest(), 16)).encode()[: len(data)]
+            out.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
+
+
 def build_torchscript(mnn_bundle: str | Path, det_model: str | Path, rec_model: str | Path, out_dir: str | Path,
                       pages: Sequence[str | Path], cfg: Any, export_cfg: ExportConfig | None = None) -> dict[str, Any]:
     """Write ``out_dir`` with TorchScript students (``det.pt``, ``rec.pt``), ``dict.txt`` and a manifest (runtime
@@ -261,7 +291,7 @@ def build_torchscript(mnn_bundle: str | Path, det_model: str | Path, rec_model: 
             file_meta = with_postprocessing(model_meta(task, chars, det_cfg, rec_cfg), det_cfg if task == "det"
                                             else rec_cfg)
             extra = {"ocrslim.json": json.dumps(file_meta, ensure_ascii=False)}
-            torch.jit.save(traced, str(tmp / f"{task}.pt"), _extra_files=extra)
+            save_torchscript(traced, tmp / f"{task}.pt", extra)
         manifest = write_manifest(tmp, _target_manifest(base, mnn_bundle, {"det": "det.pt", "rec": "rec.pt"},
                                                         {t: str(s) for t, s in sources.items()}, TORCHSCRIPT_RUNTIME,
                                                         "pytorch"), chars)
