@@ -1,9 +1,9 @@
 """The input size as a compression knob: det input policies and rec batching, accuracy against page latency.
 
     python benchmarks/det_policy.py [--bundle artifacts/bundle | --det MODEL --rec MODEL]
-        [--pages ../shared/data/sroie_dev] [--limit 60] [--threads 2]
+        [--pages data/splits/sroie_train/det/val.split.json] [--limit 60] [--threads 2]
         [--policies min:736 min:640 max:960 max:1280 max:1600] [--max-side-len 2000]
-        [--rec-batch 1 6 12 24] [--rec-min-width 160 320] [--json reports/det_policy.json]
+        [--tiles 320:64 512:64] [--rec-batch 1 6 12 24] [--rec-min-width 160 320] [--json reports/det_policy.json]
 
 Each row reads the pages end to end (:mod:`ocrslim.eval.pages`, a fresh process per row: its peak RSS is its
 own) with the models' pre/post-processing except the knob it names:
@@ -12,18 +12,22 @@ own) with the models' pre/post-processing except the knob it names:
 - ``det TYPE:SIDE``: ``det.limit_type`` / ``det.limit_side_len`` ("min": the short side is scaled *up* to SIDE,
   what PP-OCR does; "max": the long side is scaled *down* to SIDE), with ``det.max_side_len`` (``--max-side-len``,
   or ``TYPE:SIDE:CAP`` per policy) capping the page first — detection and crops both work on the capped page;
+- ``det tiles H:O``: ``det.tile_height`` / ``det.tile_overlap`` — the detector reads strips H rows tall with O rows
+  of context at each inner edge (its memory follows the strip, not the page);
 - ``rec batch N`` / ``rec min_width W``: ``rec.batch_size`` (crops per forward, sorted by aspect ratio) and
   ``rec.min_width`` (the narrowest padded width).
 
 Reported per row: det hmean and e2e F1 of the lines read (evaluate's matching), p50 / p90 ms per page, pages/s,
 peak RSS, and the differences to ``own`` (points, p50 ratio). The policy chosen goes into ``det.*`` / ``rec.*``
-in conf/ (it travels to the bundle manifest, which the runtime reads); nothing here changes a model.
+in conf/ (it travels to the bundle manifest, which the runtime reads); nothing here changes a model. Choose on the
+training side's validation pages (the default ``--pages``), never on the dev sets the evaluate stage reports.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +53,24 @@ def policy_overrides(policy: str, max_side_len: int | None) -> tuple[str, ...]:
     return tuple(out)
 
 
+def tile_overrides(tile: str) -> tuple[str, ...]:
+    """``"320:64"`` → (det.tile_height=320, det.tile_overlap=64); ``"0"`` → the whole page at once."""
+    height, _, overlap = tile.partition(":")
+    if not height.isdigit() or (overlap and not overlap.isdigit()):
+        raise ConfigError(f"--tiles {tile!r}: expected HEIGHT:OVERLAP in rows (e.g. 320:64), or 0 for the whole page.")
+    return (f"det.tile_height={height}", *([f"det.tile_overlap={overlap}"] if overlap else []))
+
+
 def variants(base: ReaderSpec, policies: list[str], max_side_len: int | None, rec_batch: list[int],
-             rec_min_width: list[int]) -> dict[str, ReaderSpec]:
+             rec_min_width: list[int], tiles: Sequence[str] = ()) -> dict[str, ReaderSpec]:
     """The rows: the models' own settings first, then one knob changed per row."""
     rows = {OWN: base}
     for policy in policies:
         rows[f"det {policy}"] = ReaderSpec(f"det {policy}", base.bundle, base.det, base.rec,
                                            policy_overrides(policy, max_side_len))
+    for tile in tiles:
+        rows[f"det tiles {tile}"] = ReaderSpec(f"det tiles {tile}", base.bundle, base.det, base.rec,
+                                               tile_overrides(tile))
     for n in rec_batch:
         rows[f"rec batch {n}"] = ReaderSpec(f"rec batch {n}", base.bundle, base.det, base.rec, (f"rec.batch_size={n}",))
     for w in rec_min_width:
@@ -92,11 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", help="bundle directory (manifest.json)")
     p.add_argument("--det", help="det model (zoo name, .onnx, .mnn) instead of a bundle")
     p.add_argument("--rec", help="rec model (zoo name, .onnx, .mnn) instead of a bundle")
-    p.add_argument("--pages", default="../shared/data/sroie_dev", help="a det set with transcriptions")
+    p.add_argument("--pages", default="data/splits/sroie_train/det/val.split.json",
+                   help="a det set with transcriptions (default: the SROIE training set's validation pages)")
     p.add_argument("--limit", type=int, default=60)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--policies", nargs="*", default=["min:736", "min:640", "max:960", "max:1280", "max:1600"])
     p.add_argument("--max-side-len", type=int, default=None, help="det.max_side_len for every policy (default: own)")
+    p.add_argument("--tiles", nargs="*", default=[], help="det strips HEIGHT:OVERLAP to sweep (e.g. 320:64 512:64)")
     p.add_argument("--rec-batch", type=int, nargs="*", default=[], help="rec.batch_size values to sweep")
     p.add_argument("--rec-min-width", type=int, nargs="*", default=[], help="rec.min_width values to sweep")
     p.add_argument("--timeout", type=float, default=BenchConfig().timeout, help="seconds per measuring process")
@@ -105,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.bundle) == bool(args.det and args.rec):
         p.error("give --bundle DIR, or --det MODEL and --rec MODEL")
     base = ReaderSpec(OWN, bundle=args.bundle, det=args.det, rec=args.rec)
-    specs = variants(base, args.policies, args.max_side_len, args.rec_batch, args.rec_min_width)
+    specs = variants(base, args.policies, args.max_side_len, args.rec_batch, args.rec_min_width, args.tiles)
     cfg = BenchConfig(pages=(args.pages,), limit=args.limit, threads=(args.threads,), timeout=args.timeout)
     result = bench_pages(specs, cfg, keep_going=True)
     print(f"\n{args.pages}: first {args.limit} pages, {args.threads} thread(s), "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ocrslim.compress.distill import distill, distill_metrics, task_data
+from ocrslim.compress.distill import distill, distill_log, distill_metrics, model_record, task_data
 from ocrslim.core.artifacts import preprocessing
 from ocrslim.core.config import DistillConfig, load_section
 from ocrslim.core.errors import ArtifactError
@@ -66,15 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # DDP: rank 0 (the one that validated) writes the outputs
     if task_cfg.steps == 0:  # no optimizer step, so no checkpoint: the DVC output gets a note instead
         write_json(Path(args.run_dir) / "ckpt" / "skipped.json", {"reason": f"distill.{args.task}.steps is 0"})
-    timing = report.pop("timing")
-    # the model file keeps what defines the student, not the run's history (a resumed run, its teacher cache's
-    # hit counts): a killed-and-resumed run writes the same bytes as an uninterrupted one
-    history = {"resumed", "start_step", "seconds", "cpu_seconds", "steps_per_s", "train"}
-    kept = {**report, "fit": {k: v for k, v in report["fit"].items() if k not in history}, "teacher_cache": None}
-    save_model(student, out, {**meta, "distill": {**kept, "source": str(src)}})
+    save_model(student, out, {**meta, "distill": {**model_record(report), "source": str(src)}})
     metrics = distill_metrics(report)
     write_json(args.metrics, metrics)
-    write_json(Path("logs") / f"distill_{args.task}.json", timing)  # untracked: wall/CPU time differ every run
+    timing = distill_log(report)
+    write_json(Path("logs") / f"distill_{args.task}.json", timing)  # untracked: times, losses, cache hits
     val = {k: v for k, v in metrics.items() if k.startswith("val_") and isinstance(v, float) and "/" not in k}
     print(f"distill {args.task} ({report['mode']}): {out} after {metrics['steps']} steps "
           f"({timing.get('steps_per_s')} steps/s, {timing.get('cpu_seconds', 0) / 60:.1f} CPU min), "

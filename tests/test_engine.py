@@ -163,3 +163,15 @@ def test_ddp_two_gloo_ranks_agree(tmp_path: Path) -> None:
     # Averaged gradients differ from a single rank's: the 2-rank result is not the 1-rank one.
     single, _ = _run(tmp_path / "single", _cfg(steps=2, ckpt_every=1, freeze_backbone_steps=1))
     assert not torch.equal(single.head.weight, r0["head.weight"])
+
+
+def test_a_trainable_glob_that_reaches_no_parameter_is_a_one_line_error() -> None:
+    from ocrslim.compress.engine import check_trainable
+    from ocrslim.core.errors import ConfigError
+
+    model = nn.Sequential()
+    model.add_module("backbone", nn.Conv2d(3, 4, 3))
+    model.add_module("head", nn.Linear(4, 2))
+    check_trainable(model, ("head.*", "head", "backbone.weight"), "distill.rec.trainable")  # all reach one
+    with pytest.raises(ConfigError, match=r"distill\.rec\.trainable: 'hed\.\*' matches no parameter.*head\.\*"):
+        check_trainable(model, ("head.*", "hed.*"), "distill.rec.trainable")

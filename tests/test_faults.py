@@ -50,7 +50,6 @@ NOT_BIT_REPRODUCIBLE = {
     "metrics/bench.json": "wall-clock latencies and peak memory of this host",
     "metrics/summary.json": "carries the bench latencies",
     "reports/*": "the report and its plots show the bench latencies",
-    "metrics/distill_*.json": "CPU minutes spent training",
     "runs/distill/*/ckpt": "checkpoints record the CPU seconds spent so far",
     "runs/qat/*": "the QAT run's checkpoints record the CPU seconds spent so far",
     "runs/distill/*/dvclive/plots/metrics": "dvclive logs a timestamp per step",

@@ -224,3 +224,67 @@ def test_det_input_size_follows_the_manifest(tiny_bundle: Path, tmp_path: Path, 
     expect = (1, 3, *det_resize_shape(*capped.shape[:2], want))
     assert det.runner.shapes == [expect]
     assert expect != (1, 3, *det_resize_shape(*img.shape[:2], DetConfig()))  # the default would differ
+
+
+class _LocalRunner:
+    """A 'detector' whose output row r depends on input rows r-2..r+2 only (5-tap vertical mean of channel 0
+    plus a row-dependent term): stitched strips with >= 2 rows of overlap must equal the whole page exactly."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __call__(self, x):
+        import numpy as np
+
+        self.shapes.append(tuple(x.shape))
+        c = np.pad(x[:, :1], ((0, 0), (0, 0), (2, 2), (0, 0)), mode="edge")
+        return sum(c[:, :, k : k + x.shape[2]] for k in range(5)) / 5.0
+
+
+@pytest.mark.parametrize("h,tile,overlap", [(480, 128, 32), (480, 160, 64), (448, 448, 64), (96, 128, 32),
+                                            (512, 96, 32), (480, 128, 0)])
+def test_det_strips_stitch_to_the_whole_page(h: int, tile: int, overlap: int) -> None:
+    import numpy as np
+
+    from ocrslim.infer.pipeline import det_forward
+    from ocrslim.infer.preprocess import normalize
+
+    img = np.random.default_rng(h + tile).integers(0, 256, (h, 64, 3), dtype=np.uint8)
+    cfg = DetConfig(tile_height=tile, tile_overlap=overlap)
+    whole = _LocalRunner()(normalize(img, cfg.mean, cfg.std)[None])
+    runner = _LocalRunner()
+    got = det_forward(runner, img, cfg)
+    if overlap >= 32 or h <= tile:
+        assert np.array_equal(got, whole)
+    else:  # no context rows: the strip edges see padding instead of the neighbouring rows
+        assert got.shape == whole.shape and not np.array_equal(got, whole)
+    want_rows = {h} if h <= tile else {tile}
+    assert {s[2] for s in runner.shapes} == want_rows  # one window size: one shape for the runtime to plan
+    assert all(s[2] % 32 == 0 for s in runner.shapes)
+
+
+def test_det_tiling_is_read_from_the_manifest(tiny_bundle: Path, tmp_path: Path) -> None:
+    from ocrslim.infer.pipeline import OCR, open_bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["det"]["config"].update(limit_type="min", limit_side_len=320, tile_height=128, tile_overlap=32)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    det, rec = open_bundle(bundle, threads=1)
+    assert (det.det_cfg.tile_height, det.det_cfg.tile_overlap) == (128, 32)
+    det.runner = _Recorder(det.runner)
+    img, _ = render_page()  # 640 x 336 -> 608 x 320 at min:320
+    OCR(det, rec).read(img)
+    assert len(det.runner.shapes) > 1 and {s[2] for s in det.runner.shapes} == {128}
+
+
+@pytest.mark.parametrize("bad", [{"tile_height": 100}, {"tile_height": 96, "tile_overlap": 64},
+                                 {"tile_overlap": 16}])
+def test_det_tiling_keys_are_checked(bad: dict) -> None:
+    from ocrslim.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"det\.tile_"):
+        DetConfig(**bad)

@@ -358,3 +358,20 @@ def test_qat_model_is_a_gated_candidate(det: SimpleNamespace, tmp_path: Path) ->
     assert [(a["kind"], a["params"].get("method")) for a in report["attempts"]][-1] == ("int8", "QAT")
     assert report["precision"] == "int8" and report["method"] == "QAT"  # post-training INT8 (bad calib) failed
     assert any(ln.startswith("quantize det: int8 QAT") and ln.endswith(": pass") for ln in lines)
+
+
+def test_a_gate_set_with_no_sample_is_a_one_line_error(tmp_path: Path) -> None:
+    from ocrslim.infer.pipeline import Model
+    from ocrslim.quantize.gate import Gate
+
+    empty = tmp_path / "empty_rec"
+    (empty / "images").mkdir(parents=True)
+    (empty / "labels.tsv").write_text("")
+
+    def never(x):
+        raise AssertionError("no sample: the model is never run")
+
+    base = Model("rec", never, "stub", characters=["a"])  # type: ignore[arg-type]
+    with pytest.raises(DataError, match=r"empty_rec: the rec gate set 'empty_rec' has no readable sample "
+                                        r"\(quantize\.gate_rec\)"):
+        Gate.build("rec", base, QuantizeConfig(), {"empty_rec": empty})

@@ -47,3 +47,15 @@ def test_rows_of_different_samples_are_refused() -> None:
     b = {"ids": ["other"], "rec": [(1, 1, 1.0, 0)]}
     with pytest.raises(ArtifactError, match="not the same samples"):
         paired_drop(a, b, "rec", "accuracy")
+
+
+def test_no_samples_give_no_drop_and_an_undefined_bound_fails_the_gate() -> None:
+    from ocrslim.quantize.gate import _fails
+
+    empty = {"ids": [], "rec": []}
+    d = paired_drop(empty, empty, "rec", "accuracy_ci_alnum")  # an empty table, not a reshape error
+    assert (d["n"], d["drop"], d["hi"]) == (0, None, None)
+    assert not _fails(d, 1.0)  # undefined on the set: not counted (the gate refuses empty sets when it builds)
+    assert _fails({"drop": 0.2, "lo": None, "hi": None}, 1.0)  # a drop nothing bounds is not shown small
+    assert not _fails({"drop": 0.2, "lo": -0.3, "hi": 0.9}, 1.0)
+    assert _fails({"drop": 0.2, "lo": -0.3, "hi": 1.1}, 1.0)

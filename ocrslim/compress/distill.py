@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ocrslim.compress.charmap import class_index_map, coverage
-from ocrslim.compress.engine import fit
+from ocrslim.compress.engine import check_trainable, fit
 from ocrslim.compress.losses import ctc_gt_loss, ctc_kd_loss, db_loss, det_kd_loss
 from ocrslim.core.config import DetConfig, DetTrainConfig, DistillConfig, RecConfig, RecTrainConfig, to_dict
 from ocrslim.core.errors import ArtifactError, DataError
@@ -47,7 +47,8 @@ from ocrslim.eval.evaluate import score_det, score_rec
 from ocrslim.infer.pipeline import OCR, Model
 from ocrslim.infer.runners import TorchRunner
 
-__all__ = ["TOP_K", "TaskData", "TeacherCache", "distill", "distill_metrics", "task_data"]
+__all__ = ["TOP_K", "TaskData", "TeacherCache", "distill", "distill_log", "distill_metrics", "model_record",
+           "task_data"]
 
 #: Teacher classes kept per rec frame as the KD target.
 TOP_K = 32
@@ -400,6 +401,7 @@ def distill(
 
         cache = kd_det.cache if kd_det is not None else None
 
+    check_trainable(student, t.trainable, f"distill.{task}.trainable")
     run = {"task": task, "teacher": teacher.source if use_teacher and teacher is not None else None,
            "section": to_dict(t), "sets": data.train.names}
     history = fit(student, cfg.fit(task), out, batch_fn=batch_fn, loss_fn=loss_fn, metric_fn=metric_fn, run=run,
@@ -464,18 +466,38 @@ def score_student(task: str, model: nn.Module, samples: Sequence[Any], pre: DetC
         model.train(was_training)
 
 
+_HISTORY = ("resumed", "start_step", "seconds", "cpu_seconds", "steps_per_s", "train")  # fit keys of one run
+
+
 def distill_metrics(report: dict[str, Any]) -> dict[str, Any]:
-    """The numbers of a report for a DVC metrics file: mode, steps, validation and last training losses, data
-    counts and teacher forwards. No wall times: a rerun (or a resumed run) with the same inputs writes the same file."""
+    """The numbers of a report for a DVC metrics file: mode, steps, validation, data counts. Nothing of the run's
+    history (wall times, last training losses, teacher-cache hits: a run resumed at its last step has none): a
+    rerun or a resumed run with the same inputs writes the same file. The history is :func:`distill_log`'s."""
     fit_ = report["fit"]
     out: dict[str, Any] = {"mode": report["mode"], "steps": fit_["end_step"]}
     out.update({f"val_{k}": v for k, v in (report.get("val") or {}).items()})
-    out.update({f"train_{k}": round(v, 6) for k, v in (fit_.get("train") or {}).items()})
     for k in ("skipped_chars", "skipped_images", "charmap_coverage"):
         if report.get(k) is not None:
             out[k] = report[k]
     out["train_samples"] = sum(s["samples"] for s in report.get("train_sets", []))
+    return out
+
+
+def distill_log(report: dict[str, Any]) -> dict[str, Any]:
+    """This run's history, for an untracked log: wall and CPU time, steps/s, last training losses, resume point,
+    teacher forwards computed and reused."""
+    fit_ = report["fit"]
+    out: dict[str, Any] = dict(report.get("timing") or {})
+    out.update({k: fit_[k] for k in ("resumed", "start_step") if k in fit_})
+    out.update({f"train_{k}": round(v, 6) for k, v in (fit_.get("train") or {}).items()})
     if report.get("teacher_cache"):
         out["teacher_forwards"] = report["teacher_cache"]["computed"]
         out["teacher_reused"] = report["teacher_cache"]["reused"]
     return out
+
+
+def model_record(report: dict[str, Any]) -> dict[str, Any]:
+    """What the student's model file keeps of a report: what defines the student, not the run's history (resume
+    point, losses, times, cache hits), so a killed-and-resumed run writes the same bytes as an uninterrupted one."""
+    kept = {k: v for k, v in report.items() if k not in ("timing", "teacher_cache")}
+    return {**kept, "fit": {k: v for k, v in report["fit"].items() if k not in _HISTORY}}

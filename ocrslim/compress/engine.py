@@ -33,7 +33,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,25 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+def _under(param: str, glob: str) -> bool:
+    """Parameter ``param`` (``head.fc.weight``) is under module-path glob ``glob`` (``head.*``, ``head.fc``)."""
+    return fnmatch.fnmatchcase(param, glob) or fnmatch.fnmatchcase(param, glob + ".*")
+
+
+def check_trainable(model: nn.Module, trainable: Sequence[str], key: str) -> None:
+    """Every glob of ``trainable`` must reach a parameter of ``model``: a typo would freeze all of them.
+
+    Raises:
+        ConfigError: one line naming ``key``, the glob and a few real module paths.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    for glob in trainable:
+        if not any(_under(n, glob) for n in names):
+            tops = sorted({n.split(".")[0] for n in names})
+            raise ConfigError(f"{key}: {glob!r} matches no parameter of the model. Use module-path globs such as "
+                              f"{', '.join(t + '.*' for t in tops[:4])}, or [] to train every weight.")
+
+
 def _set_mode(model: nn.Module, backbone: nn.Module | None, frozen: bool, freeze_bn: bool = False,
               trainable: tuple[str, ...] = ()) -> None:
     """Train mode, except a frozen backbone (no gradients, BatchNorm statistics kept: eval mode), with
@@ -172,7 +191,7 @@ def _set_mode(model: nn.Module, backbone: nn.Module | None, frozen: bool, freeze
             backbone.eval()
     if trainable:
         for name, p in model.named_parameters():
-            if not any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(name, g + ".*") for g in trainable):
+            if not any(_under(name, g) for g in trainable):
                 p.requires_grad_(False)
     if freeze_bn:
         for m in model.modules():

@@ -45,8 +45,9 @@ class DetConfig:
     (:func:`ocrslim.core.artifacts.with_postprocessing`), so changing one retrains nothing.
     """
 
-    POSTPROCESSING: ClassVar[tuple[str, ...]] = (
-        "thresh", "box_thresh", "unclip_ratio", "max_candidates", "min_size", "use_dilation")
+    POSTPROCESSING: ClassVar[tuple[str, ...]] = (  # (with the tiling keys: how the runtime feeds the image)
+        "thresh", "box_thresh", "unclip_ratio", "max_candidates", "min_size", "use_dilation", "tile_height",
+        "tile_overlap")
 
     limit_side_len: int = 736  # resize target for the side chosen by limit_type
     limit_type: str = "min"  # "min": short side scaled up to limit; "max": long side scaled down to limit
@@ -59,6 +60,11 @@ class DetConfig:
     max_candidates: int = 1000
     min_size: int = 3  # minimum short side of a box, in map pixels
     use_dilation: bool = True  # 2x2 dilation of the binary map before contours
+    # 0: the detector reads the whole (resized) page at once. N: it reads horizontal strips N rows tall, each with
+    # tile_overlap rows of context above and below that are run but not kept, and the probability maps are
+    # stitched: the detector's memory is bounded by the strip, not the page (multiples of 32, the stride).
+    tile_height: int = 0
+    tile_overlap: int = 64
 
     def __post_init__(self) -> None:
         _check(self.limit_type in ("min", "max"), "det.limit_type", f"is {self.limit_type!r}, must be 'min' or 'max'")
@@ -70,6 +76,11 @@ class DetConfig:
         _check(0.0 <= self.box_thresh < 1.0, "det.box_thresh", f"is {self.box_thresh}, must be in [0, 1)")
         _check(self.unclip_ratio > 0, "det.unclip_ratio", "must be > 0")
         _check(self.max_candidates > 0, "det.max_candidates", "must be > 0")
+        _check(self.tile_overlap >= 0 and self.tile_overlap % 32 == 0, "det.tile_overlap",
+               f"is {self.tile_overlap}, must be a multiple of 32, >= 0")
+        _check(self.tile_height == 0 or (self.tile_height % 32 == 0 and self.tile_height >= 2 * self.tile_overlap
+                                         + 32), "det.tile_height",
+               f"is {self.tile_height}, must be 0 (whole page) or a multiple of 32 >= 2 * det.tile_overlap + 32")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,7 +45,7 @@ def _arrays(rows: Mapping[str, Any], metric: str) -> np.ndarray:
     if kind not in rows:
         raise ArtifactError(f"rows: no {kind!r} rows for metric {metric} (present: {', '.join(rows)}).")
     arr = np.asarray(rows[kind], dtype=np.float64)
-    return arr.reshape(len(arr), -1)
+    return arr.reshape(len(arr), -1) if len(arr) else arr.reshape(0, 4)  # (no samples: an empty table)
 
 
 def _values(arr: np.ndarray, metric: str, idx: np.ndarray) -> np.ndarray:
@@ -103,6 +103,8 @@ def paired_drop(ref: Mapping[str, Any], cand: Mapping[str, Any], kind: str, metr
     drops = 100.0 * (_values(a, metric, idx) - _values(b, metric, idx))
     drops = drops[~np.isnan(drops)]
     tail = (1.0 - level) / 2 * 100
-    lo, hi = (np.percentile(drops, [tail, 100 - tail]) if len(drops) else (np.nan, np.nan))
-    return {**out, "drop": round(100.0 * (out["ref"] - out["cand"]), 3), "lo": round(float(lo), 3),
-            "hi": round(float(hi), 3)}
+    drop = round(100.0 * (out["ref"] - out["cand"]), 3)
+    if not len(drops):  # no resample defines the metric: no interval (a gate treats that as not shown)
+        return {**out, "drop": drop, "lo": None, "hi": None}
+    lo, hi = np.percentile(drops, [tail, 100 - tail])
+    return {**out, "drop": drop, "lo": round(float(lo), 3), "hi": round(float(hi), 3)}

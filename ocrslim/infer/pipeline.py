@@ -24,7 +24,7 @@ from ocrslim.core.artifacts import TORCHSCRIPT_RUNTIME, configs_of, onnx_charact
 from ocrslim.core.config import DetConfig, RecConfig
 from ocrslim.core.errors import ArtifactError
 from ocrslim.infer.postprocess import ctc_charset, ctc_greedy_decode, db_boxes
-from ocrslim.infer.preprocess import cap_image, crop_quad, det_preprocess, reading_order, rec_preprocess
+from ocrslim.infer.preprocess import cap_image, crop_quad, det_resize, normalize, reading_order, rec_preprocess
 from ocrslim.infer.runners import Runner, TorchRunner, open_model_file
 from ocrslim.models.registry import REGISTRY, lookup, teacher_onnx_path
 
@@ -152,6 +152,35 @@ class Line:
     det_score: float
 
 
+def det_forward(runner: Runner, img: np.ndarray, cfg: DetConfig) -> np.ndarray:
+    """The detector's probability map (1×1×H×W) for ``img``, a BGR page already at its input size
+    (:func:`ocrslim.infer.preprocess.det_resize`), read whole or in strips (``cfg.tile_height``).
+
+    In strips, each window is ``tile_height`` rows (the last one shifted up to fit), normalised on its own (the
+    float copy of the whole page is never made), and keeps only its middle rows: ``tile_overlap`` rows at each
+    inner edge are context, run and dropped. Windows start on multiples of 32, so every kept row sees the
+    convolution grid the whole page would give it; what differs is the context beyond the overlap (and what
+    the detector pools over the whole input, e.g. its squeeze-and-excitation blocks).
+    """
+    h = img.shape[0]
+    if cfg.tile_height <= 0 or h <= cfg.tile_height:
+        return runner(normalize(img, cfg.mean, cfg.std)[None])
+    tile, margin = cfg.tile_height, cfg.tile_overlap
+    out: np.ndarray | None = None
+    keep_from = 0
+    while keep_from < h:
+        start = max(0, min(keep_from - margin, h - tile))
+        stop = start + tile
+        keep_to = h if stop >= h else stop - margin
+        prob = runner(normalize(img[start:stop], cfg.mean, cfg.std)[None])
+        if out is None:
+            out = np.empty(prob.shape[:2] + (h, prob.shape[3]), dtype=np.float32)
+        out[:, :, keep_from:keep_to] = prob[:, :, keep_from - start : keep_to - start]
+        keep_from = keep_to
+    assert out is not None
+    return out
+
+
 class OCR:
     """Detection → crop → recognition over any pair of runners."""
 
@@ -171,7 +200,7 @@ class OCR:
             raise ArtifactError("no detection model given. Pass --det MODEL or --bundle DIR.")
         cfg = self.det.det_cfg
         work, ratio_h, ratio_w = cap_image(img, cfg)
-        prob = self.det.runner(det_preprocess(work, cfg))
+        prob = det_forward(self.det.runner, det_resize(work, cfg), cfg)
         boxes, scores = db_boxes(prob[0], work.shape[:2], cfg)
         scale = np.array([ratio_w, ratio_h], dtype=np.float32)
         return [b * scale for b in boxes], scores, work
@@ -217,4 +246,4 @@ class OCR:
         return [Line(boxes[i], t, c, scores[i]) for i, (t, c) in zip(order, texts)]
 
 
-__all__ = ["BACKENDS", "Line", "Model", "OCR", "open_bundle", "open_model"]
+__all__ = ["BACKENDS", "Line", "Model", "OCR", "det_forward", "open_bundle", "open_model"]

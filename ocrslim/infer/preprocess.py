@@ -213,12 +213,16 @@ def normalize(img: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> n
     return x.transpose(2, 0, 1)
 
 
-def det_preprocess(img: np.ndarray, cfg: DetConfig) -> np.ndarray:
-    """BGR image → detector input 1x3xHxW (float32), H and W multiples of 32."""
+def det_resize(img: np.ndarray, cfg: DetConfig) -> np.ndarray:
+    """BGR image resized to the detector's input size (:func:`det_resize_shape`), still uint8 HxWx3."""
     h, w = img.shape[:2]
     rh, rw = det_resize_shape(h, w, cfg)
-    resized = cv2.resize(img, (rw, rh)) if (rh, rw) != (h, w) else img
-    return normalize(resized, cfg.mean, cfg.std)[None]
+    return cv2.resize(img, (rw, rh)) if (rh, rw) != (h, w) else img
+
+
+def det_preprocess(img: np.ndarray, cfg: DetConfig) -> np.ndarray:
+    """BGR image → detector input 1x3xHxW (float32), H and W multiples of 32."""
+    return normalize(det_resize(img, cfg), cfg.mean, cfg.std)[None]
 
 
 def rec_target_width(crop_hw: tuple[int, int], cfg: RecConfig) -> int:

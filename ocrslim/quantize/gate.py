@@ -35,6 +35,15 @@ def print_log(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _fails(d: dict[str, Any], max_drop: float) -> bool:
+    """A metric fails when its drop's upper bound exceeds ``max_drop``, or when it has a drop but no interval
+    (no bootstrap resample defined it: nothing shows the drop is small). A metric undefined on the set (no
+    drop, e.g. the CJK 1−NED of a set without Chinese) does not count."""
+    if d["drop"] is None:
+        return False
+    return d["hi"] is None or d["hi"] > max_drop
+
+
 @dataclasses.dataclass
 class GateResult:
     """One model's gate: metric values per set, the paired drops against FP32 (with intervals), the verdict.
@@ -78,6 +87,10 @@ class Gate:
             metrics = tuple(m for m in metrics if m != "e2e_f1")
         gate = cls(task, sets, cfg.limit(task), cfg.max_drop, base, metrics, rec, cfg.n_boot, cfg.confidence)
         gate.fp32_rows = {name: gate.rows(base, name) for name in sets}
+        for name, rows in gate.fp32_rows.items():
+            if not rows["ids"]:
+                raise DataError(f"{sets[name]}: the {task} gate set {name!r} has no readable sample (quantize.gate_"
+                                f"{task}). Point it at a set with images, or remove it from the list.")
         gate.fp32 = {name: gate._values(rows) for name, rows in gate.fp32_rows.items()}
         return gate
 
@@ -114,7 +127,7 @@ class Gate:
             drops[name] = {m: paired_drop(ref, rows, self.task, m, n_boot=self.n_boot, level=self.level)
                            for m in self._metrics_of(ref)}
             values[name] = {m: d["cand"] for m, d in drops[name].items()}
-            failed += [f"{name}/{m}" for m, d in drops[name].items() if d["hi"] is not None and d["hi"] > self.max_drop]
+            failed += [f"{name}/{m}" for m, d in drops[name].items() if _fails(d, self.max_drop)]
             if failed and stop_on_fail:
                 break
         return GateResult(values, drops, not failed, failed)

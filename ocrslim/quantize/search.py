@@ -309,7 +309,8 @@ def quantize_task(
         raise ArtifactError(f"{calib_config}: calibration folder {qcfg['path']} not found. Run dvc repro calibrate.")
     method = cfg.method(task)
     attempts: list[_Candidate] = []
-    float_layers: list[dict[str, Any]] = []
+    float_layers: list[dict[str, Any]] = []  # the post-training rounds' repairs (kept in the report even if INT8 lost)
+    shipped_layers = float_layers  # what the shipped INT8 model keeps float
     with tempfile.TemporaryDirectory(prefix=f"ocrslim_quant_{task}.") as tmp:
         run = _Run(task, onnx_path, float_mnn, qcfg, cfg, Path(tmp), log, Path(rec_mnn) if rec_mnn else None)
         log(f"quantize {task}: fp32 {_size_mb(float_mnn)} MB: "
@@ -325,8 +326,9 @@ def quantize_task(
             chosen = c if c.record["passed"] else None
             if chosen is not None:
                 method = "QAT"
-                float_layers = [{"group": "kept float by QAT", "ops": c.float_ops, "round": 0,
-                                 "why": "MNN runs these in float (ConvTranspose, large MatMul weights, attention)"}]
+                shipped_layers = [{"group": "kept float by QAT (module paths of the student)", "ops": c.float_ops,
+                                   "round": 0, "why": "qat stage: MNN runs these in float (ConvTranspose, large "
+                                   "MatMul weights, attention) or qat.keep_float_<task>"}]
         for kind in cfg.fallbacks:
             if chosen is not None:
                 break
@@ -335,7 +337,7 @@ def quantize_task(
             chosen = c if c.record["passed"] else None
         if chosen is None:
             raise QuantizeError(_failure_message(task, run.gate, attempts, cfg))
-        report = _write(run, chosen, out, method, float_layers if chosen.kind == "int8" else [])
+        report = _write(run, chosen, out, method, shipped_layers if chosen.kind == "int8" else [])
     report["repair"] = [{k: v for k, v in layer.items() if k != "ops"} | {"ops": len(layer["ops"])}
                         for layer in float_layers]
     report["attempts"] = [c.record for c in attempts]
@@ -371,8 +373,8 @@ def _full_int8(
     c = run.int8(method, float_ops, 0, src)
     attempts.append(c)
     for round_ in range(1, cfg.max_repairs + 1):
-        if c.record["passed"] or c.path is None:
-            break
+        if c.record["passed"] or c.path is None or c.record.get("slower"):
+            break  # (slower than FP32 on an x86 target: keeping layers float cannot make it faster)
         if graph is None:
             run.log(f"quantize {run.task}: EMA ignores skip_quant_op_names: no repair, trying fallbacks")
             break
