@@ -368,3 +368,23 @@ def test_det_crops_at_inference_scale_or_page_scale(tmp_path: Path) -> None:
         heights[mode] = hs
     assert heights["inference"] and all(20 * 2.48 * 0.6 - 1 <= h <= 20 * 2.48 * 1.2 + 1 for h in heights["inference"])
     assert heights["page"] and all(20 * 256 / 400 * 0.5 - 1 <= h <= 20 * 256 / 400 * 1.5 + 1 for h in heights["page"])
+
+
+def test_hint_loss_compares_one_layer_of_student_and_teacher() -> None:
+    from ocrslim.compress.distill import _Hints
+
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    x = torch.rand(2, 3, 8, 8)
+    same = _Hints("0", teacher)
+    with same.capture(teacher):
+        teacher(x)
+    assert same.loss(x)["hint"].item() == 0.0  # the teacher against itself
+    student = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    hints = _Hints("0", teacher)
+    with hints.capture(student):
+        student(x)
+    loss = hints.loss(x)["hint"]
+    want = ((student[0](x) - teacher[0](x)) ** 2).mean() / (teacher[0](x) ** 2).mean()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5) and loss.requires_grad
+    assert _Hints(None, None).loss(x) == {}

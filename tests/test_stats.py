@@ -59,3 +59,24 @@ def test_no_samples_give_no_drop_and_an_undefined_bound_fails_the_gate() -> None
     assert _fails({"drop": 0.2, "lo": None, "hi": None}, 1.0)  # a drop nothing bounds is not shown small
     assert not _fails({"drop": 0.2, "lo": -0.3, "hi": 0.9}, 1.0)
     assert _fails({"drop": 0.2, "lo": -0.3, "hi": 1.1}, 1.0)
+
+
+def test_bootstrap_metrics_agree_with_the_evaluate_stage_metrics() -> None:
+    import numpy as np
+
+    from ocrslim.eval.metrics import DetMetric, RecMetric
+
+    rec = RecMetric(by_script=True)
+    for pred, gt in (("Total", "TOTAL"), ("中文", "中文"), ("中又", "中文"), ("abc", "abd"), ("", "x"), ("RM 9", "RM 9")):
+        rec.update(pred, gt)
+    rows = {"ids": list(range(len(rec.rows))), "rec": rec.rows}
+    summary = rec.summary()
+    for m in ("accuracy", "accuracy_ci_alnum", "one_minus_ned"):
+        assert metric_value(rows, m) == pytest.approx(summary[m])
+    assert metric_value(rows, "one_minus_ned_cjk") == pytest.approx(summary["one_minus_ned_cjk"])
+    det = DetMetric()
+    square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], dtype=np.float32)
+    det.update([square, square + 20], [False, False], [square + 1])
+    det.update([square], [False], [square, square + 50])
+    drows = {"ids": [0, 1], "det": det.rows}
+    assert metric_value(drows, "hmean") == pytest.approx(det.summary()["hmean"])

@@ -39,6 +39,7 @@ from torch import nn
 from ocrslim.compress.charmap import class_index_map, coverage
 from ocrslim.compress.engine import check_trainable, fit
 from ocrslim.compress.losses import ctc_gt_loss, ctc_kd_loss, db_loss, det_kd_loss
+from ocrslim.compress.reconstruct import capture
 from ocrslim.core.config import DetConfig, DetTrainConfig, DistillConfig, RecConfig, RecTrainConfig, to_dict
 from ocrslim.core.errors import ArtifactError, DataError
 from ocrslim.data.datasets import DetSample, RecSample, detect_layout, load_det_dataset, load_rec_dataset
@@ -230,16 +231,13 @@ class _Hints:
         if self.layer is None or self.teacher is None:
             return {}
         s = self.box.pop("s")
-        t = _forward_until(self.teacher.to(images.device), self.layer, images)
+        teacher = self.teacher.to(images.device)
+        t = capture(teacher, _module(teacher, self.layer), images)
         if s.shape != t.shape:
             raise ArtifactError(f"distill: hint_layer {self.layer!r} outputs {list(s.shape)} in the student and "
                                 f"{list(t.shape)} in the teacher. Keep its width (prune.keep_out_<task>) or pick "
                                 "another layer.")
         return {"hint": ((s.float() - t.float()) ** 2).mean() / (t.float() ** 2).mean().clamp_min(1e-12)}
-
-
-class _StopForward(Exception):
-    """Ends a teacher forward once the hint layer has run."""
 
 
 def _module(model: nn.Module, name: str) -> nn.Module:
@@ -248,24 +246,6 @@ def _module(model: nn.Module, name: str) -> nn.Module:
     except AttributeError:
         raise ArtifactError(f"distill: hint_layer {name!r} is not a module of {type(model).__name__} (e.g. "
                             "backbone, neck). Fix distill.<task>.hint_layer.") from None
-
-
-@torch.no_grad()
-def _forward_until(model: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
-    box: dict[str, torch.Tensor] = {}
-
-    def grab(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
-        box["t"] = out
-        raise _StopForward
-
-    handle = _module(model, name).register_forward_hook(grab)
-    try:
-        model(x)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    return box["t"]
 
 
 # -------------------------------------------------------------------------------------------- metrics

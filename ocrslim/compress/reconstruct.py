@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["kept_channels", "low_rank_head", "reconstruct"]
+__all__ = ["capture", "kept_channels", "low_rank_head", "reconstruct"]
 
 _MAX_ROWS = 40000  # sampled rows (pixels × images, or frames × lines) per layer fit
 _VERBOSE = False
@@ -53,8 +53,9 @@ def _outputs(model: nn.Module, names: Sequence[str], kept: dict[str, torch.Tenso
     return box
 
 
-def _capture(model: nn.Module, layer: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
-    """The input (``what="in"``) or output of ``layer`` when ``model`` runs on ``x``."""
+def capture(model: nn.Module, layer: nn.Module, x: torch.Tensor, what: str = "out") -> torch.Tensor:
+    """The input (``what="in"``) or output of ``layer`` when ``model`` runs on ``x`` (without gradients; the forward
+    stops once ``layer`` has run)."""
     box: dict[str, torch.Tensor] = {}
 
     def hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
@@ -200,7 +201,7 @@ def reconstruct(
     for name in todo:
         layer = pruned.get_submodule(name)
         t0 = time.perf_counter()
-        x = _capture(pruned, layer, calib, "in")
+        x = capture(pruned, layer, calib, "in")
         y = targets.pop(name)
         t_capture = time.perf_counter() - t0
         fit = _fit_conv if isinstance(layer, nn.Conv2d) else _fit_linear
@@ -250,10 +251,10 @@ def low_rank_head(model: nn.Module, rank: int, calib: torch.Tensor, reference: n
         raise ValueError("low_rank_head: the head is not a single linear layer")
     if not 0 < rank < fc.in_features:
         raise ValueError(f"low_rank_head: rank {rank} must be in 1..{fc.in_features - 1}")
-    x = _capture(model, head, calib, "in").reshape(-1, fc.in_features).double()
+    x = capture(model, head, calib, "in").reshape(-1, fc.in_features).double()
     target_model = reference if reference is not None else model
     with torch.no_grad():
-        y = _capture(target_model, target_model.head.fc, calib, "out").reshape(-1, fc.out_features)
+        y = capture(target_model, target_model.head.fc, calib, "out").reshape(-1, fc.out_features)
     mu = x.mean(0)
     cov = (x - mu).T @ (x - mu) / max(1, x.shape[0] - 1)
     _, vecs = torch.linalg.eigh(cov)

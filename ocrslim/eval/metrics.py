@@ -334,9 +334,10 @@ class RecMetric:
 
     def update(self, pred: str, gt: str) -> None:
         """Add one predicted string and its ground truth."""
+        exact, ci_alnum = pred == gt, normalize_ci_alnum(pred) == normalize_ci_alnum(gt)
         self.samples += 1
-        self.exact += pred == gt
-        self.ci_alnum += normalize_ci_alnum(pred) == normalize_ci_alnum(gt)
+        self.exact += exact
+        self.ci_alnum += ci_alnum
         p, g = normalize_for_ned(pred), normalize_for_ned(gt)
         dist = Levenshtein.distance(p, g)
         longest = max(len(p), len(g))
@@ -347,10 +348,9 @@ class RecMetric:
         cjk = has_cjk(gt)
         group = self.script["cjk" if cjk else "latin"]
         group["samples"] += 1
-        group["exact"] += pred == gt
+        group["exact"] += exact
         group["ned_sum"] += ned
-        self.rows.append((int(pred == gt), int(normalize_ci_alnum(pred) == normalize_ci_alnum(gt)), 1.0 - ned,
-                          int(cjk)))
+        self.rows.append((int(exact), int(ci_alnum), 1.0 - ned, int(cjk)))
 
     def summary(self) -> dict[str, float | int | None]:
         """Return ``{"accuracy", "accuracy_ci_alnum", "one_minus_ned", "cer", "samples"}`` (and, with

@@ -25,7 +25,7 @@ from ocrslim.core.config import QuantizeConfig
 from ocrslim.core.errors import DataError
 from ocrslim.infer.pipeline import OCR, Model
 
-__all__ = ["Gate", "GateResult", "Log", "gate_sets", "print_log"]
+__all__ = ["Gate", "GateResult", "Log", "gate_sets", "print_log", "worst_bound"]
 
 Log = Callable[[str], None]
 
@@ -33,6 +33,12 @@ Log = Callable[[str], None]
 def print_log(msg: str) -> None:
     """The default log: one line per attempt on stdout (the stage log)."""
     print(msg, flush=True)
+
+
+def worst_bound(drops: dict[str, dict[str, dict[str, Any]]]) -> tuple[str, float] | None:
+    """The ``set/metric`` of a gate's drops (``GateResult.drops``) with the largest upper bound, and that bound."""
+    bounds = [(f"{s}/{m}", d["hi"]) for s, ms in drops.items() for m, d in ms.items() if d.get("hi") is not None]
+    return max(bounds, key=lambda t: t[1]) if bounds else None
 
 
 def _fails(d: dict[str, Any], max_drop: float) -> bool:
@@ -55,11 +61,6 @@ class GateResult:
     drops: dict[str, dict[str, dict[str, Any]]]
     passed: bool
     failed: list[str] = dataclasses.field(default_factory=list)  # "set/metric" whose upper bound > max_drop
-
-    def worst(self) -> tuple[str, float] | None:
-        """The ``set/metric`` with the largest upper bound, and that bound."""
-        bounds = [(f"{s}/{m}", d["hi"]) for s, ms in self.drops.items() for m, d in ms.items() if d["hi"] is not None]
-        return max(bounds, key=lambda t: t[1]) if bounds else None
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ from ocrslim.core.errors import ArtifactError, OcrslimError, ToolError
 from ocrslim.core.fsutil import atomic_path, sha256_file, write_json
 from ocrslim.export.mnn import convert_onnx_to_mnn, mnn_graph, quantize_mnn
 from ocrslim.infer.pipeline import Model, open_model
-from ocrslim.quantize.gate import Gate, Log, gate_sets, print_log
+from ocrslim.quantize.gate import Gate, Log, gate_sets, print_log, worst_bound
 from ocrslim.quantize.graph import (
     NOT_QUANTIZED,
     group_sensitivity,
@@ -409,9 +409,7 @@ def _failure_message(task: str, gate: Gate, attempts: list[_Candidate], cfg: Qua
            "qat stage, or check the calibration config's mean/normal against the model's preprocessing")
 
     def worst(c: _Candidate) -> tuple[str, float]:
-        bounds = [(f"{s}/{m}", d["hi"]) for s, ms in c.record["drops"].items() for m, d in ms.items()
-                  if d.get("hi") is not None]
-        return max(bounds, key=lambda t: t[1]) if bounds else ("?", float("inf"))
+        return worst_bound(c.record["drops"]) or ("?", float("inf"))
 
     gated = [c for c in attempts if c.record.get("drops")]
     if gated:
