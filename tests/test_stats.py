@@ -67,7 +67,8 @@ def test_bootstrap_metrics_agree_with_the_evaluate_stage_metrics() -> None:
     from ocrslim.eval.metrics import DetMetric, RecMetric
 
     rec = RecMetric(by_script=True)
-    for pred, gt in (("Total", "TOTAL"), ("中文", "中文"), ("中又", "中文"), ("abc", "abd"), ("", "x"), ("RM 9", "RM 9")):
+    pairs = (("Total", "TOTAL"), ("中文", "中文"), ("中又", "中文"), ("abc", "abd"), ("", "x"), ("RM 9", "RM 9"))
+    for pred, gt in pairs:
         rec.update(pred, gt)
     rows = {"ids": list(range(len(rec.rows))), "rec": rec.rows}
     summary = rec.summary()
