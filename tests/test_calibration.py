@@ -95,3 +95,23 @@ def test_bad_input_is_one_line_naming_the_fix(kind: str, fix: str, pool: Path, t
         build_calibration(cfg, DetConfig(), RecConfig(), tmp_path / "calib")
     assert "\n" not in str(e.value)
     assert not (tmp_path / "calib").exists()
+
+
+def test_a_pool_with_broken_images_passes_its_share_on(pool: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken" / "det"  # 3 pages, 2 of them not images: 1 readable
+    (broken / "images").mkdir(parents=True)
+    (broken / "gt").mkdir()
+    cv2.imwrite(str(broken / "images" / "ok.jpg"), np.full((400, 300, 3), 90, np.uint8))
+    for name in ("bad1.jpg", "bad2.jpg"):
+        (broken / "images" / name).write_bytes(b"not a jpeg")
+    for name in ("ok", "bad1", "bad2"):
+        (broken / "gt" / f"gt_{name}.txt").write_text("1,1,9,1,9,9,1,9,ab\n", encoding="utf-8")
+    # 4 of 5 readable images asked for: an equal split by file counts would ask the broken pool for 2
+    cfg = _cfg(pool, det_pool=(str(pool / "det"), str(broken)), det_count=4)
+    det = build_calibration(cfg, DetConfig(), RecConfig(), tmp_path / "calib")["tasks"]["det"]
+    from_broken = sum("broken" in Path(e["source"]).parts for e in det["images"])
+    assert det["count"] == 4 and from_broken == 1 and det["unreadable_skipped"] == 2
+    assert det["pool_size"] == 7
+    with pytest.raises(DataError, match=r"5 readable det images, but calibrate.det_count asks for 6"):
+        build_calibration(_cfg(pool, det_pool=(str(pool / "det"), str(broken)), det_count=6), DetConfig(),
+                          RecConfig(), tmp_path / "calib2")

@@ -219,35 +219,16 @@ def _shares(n: int, sizes: Sequence[int]) -> list[int]:
     return out
 
 
-def _choose(
-    task: str,
-    cands: list[Candidate],
-    n: int,
-    bucket: Callable[[tuple[int, int], str | None], str],
-    cfg: CalibrateConfig,
-    where: str,
-    count_key: str,
+def _readable(
+    cands: list[Candidate], bucket: Callable[[tuple[int, int], str | None], str]
 ) -> tuple[list[tuple[Candidate, str, tuple[int, int]]], int]:
+    """The candidates whose image header reads, each with its bucket and size; and how many did not read."""
     sized = []
-    unreadable = 0
     for c in cands:
         wh = _image_size(c)
-        if wh is None:
-            unreadable += 1
-        else:
+        if wh is not None:
             sized.append((c, bucket(wh, c[1]), wh))
-    if not sized:
-        raise DataError(
-            f"{where}: no readable {task} images. Run dvc repro data, or put images in {where} "
-            "(calibrate.source: <folder with det/ and rec/>)."
-        )
-    if len(sized) < n:
-        raise DataError(
-            f"{where}: {len(sized)} readable {task} images, but {count_key} asks for {n}. Add images or lower "
-            f"{count_key} in conf/calibrate/."
-        )
-    picks = stratified_pick([b for _, b, _ in sized], n, cfg.seed)
-    return [sized[i] for i in picks], unreadable
+    return sized, len(cands) - len(sized)
 
 
 def build_calibration(
@@ -288,16 +269,24 @@ def build_calibration(
             count_key = f"calibrate.{task}_count"
             # each pool (a real training set, the synthetic split) gets an equal share, stratified inside it: the
             # synthetic pool is far larger, and its share by size would leave the real domain a few images
-            per_pool = [_candidates(task, [p], key) for p in paths]
-            cands = [c for pool in per_pool for c in pool]
-            if not cands:
-                _choose(task, cands, counts[task], buckets[task], cfg, where, count_key)  # raises: nothing readable
-            chosen, unreadable = [], 0
+            # (shared over the images that read: a pool with broken files passes its share on to the others)
+            per_pool, unreadable = [], 0
+            for p in paths:
+                sized, bad = _readable(_candidates(task, [p], key), buckets[task])
+                per_pool.append(sized)
+                unreadable += bad
+            readable = sum(len(pool) for pool in per_pool)
+            pool_size = readable + unreadable
+            if not readable:
+                raise DataError(f"{where}: no readable {task} images. Run dvc repro data, or put images in {where} "
+                                "(calibrate.source: <folder with det/ and rec/>).")
+            if readable < counts[task]:
+                raise DataError(f"{where}: {readable} readable {task} images, but {count_key} asks for "
+                                f"{counts[task]}. Add images or lower {count_key} in conf/calibrate/.")
+            chosen = []
             for pool, n in zip(per_pool, _shares(counts[task], [len(pool) for pool in per_pool])):
                 if n:
-                    picked, bad = _choose(task, pool, n, buckets[task], cfg, where, count_key)
-                    chosen += picked
-                    unreadable += bad
+                    chosen += [pool[i] for i in stratified_pick([b for _, b, _ in pool], n, cfg.seed)]
             (root / task).mkdir(parents=True)
             entries = []
             for k, ((path, text, sample), bucket, _wh) in enumerate(chosen):
@@ -319,7 +308,7 @@ def build_calibration(
                 )
             manifest["tasks"][task] = {
                 "count": len(entries),
-                "pool_size": len(cands),
+                "pool_size": pool_size,
                 "unreadable_skipped": unreadable,
                 "buckets": dict(sorted(Counter(e["bucket"] for e in entries).items())),
                 "images": entries,
