@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from ocrslim.cidiff import SYNTH_EVAL, clone_checkout, dvc_cmd, tool_env
-from ocrslim.core.errors import ToolError
+from ocrslim.core.errors import ConfigError, ToolError
 from ocrslim.stage import run_main
 
 _RUNNING = re.compile(r"^Running stage '([^']+)'")
@@ -157,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.workdir:
         tmp = Path(args.workdir).resolve()
-        tmp.mkdir(parents=True, exist_ok=False)
+        if tmp.exists() and any(tmp.iterdir()):
+            raise ConfigError(f"--workdir {tmp}: not empty. Pass a new or empty folder (the clone goes inside).")
+        tmp.mkdir(parents=True, exist_ok=True)
     else:
         tmp = Path(tempfile.mkdtemp(prefix="ocrslim-bench-dag-"))
     keep = args.keep or bool(args.workdir)
