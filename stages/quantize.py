@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     report = quantize_task(t, args.onnx, args.float_mnn, args.calib, out, cfg,
                            rec_mnn=args.rec_mnn if t == "det" else None, qat_mnn=qat if qat.is_file() else None)
     write_json(args.metrics_out, quantize_metrics(report))
-    drops = ", ".join(f"{s}/{m} {d['drop']:+.2f} (<= {d['hi']:+.2f})" for s, ms in report["drop"].items()
-                      for m, d in ms.items() if d.get("drop") is not None)
+    drops = ", ".join(f"{s}/{m} {d['drop']:+.2f} (<= {'?' if d['hi'] is None else format(d['hi'], '+.2f')})"
+                      for s, ms in report["drop"].items() for m, d in ms.items() if d.get("drop") is not None)
     print(f"quantize {t}: {out} {report['precision']} ({report['method']}) {report['size_mb']} MB "
           f"(fp32 {report['fp32_size_mb']} MB), drop in points [95% upper bound]: {drops}, {report['seconds']:.0f} s")
     return 0
