@@ -4,6 +4,7 @@ the training-side validation splits — never on the dev sets the evaluate stage
     python benchmarks/recovery.py rec --variants b56h64 b56h64_kd [--steps 400] [--seed 0]
     python benchmarks/recovery.py det --variants u40 u40_kd40 u40_db200 u50nh
     python benchmarks/recovery.py rec --variants h64 h64_all --max-val 0
+    python benchmarks/recovery.py rec --variants h64 --max-val 0 --pre rec.min_width=160
 
 Each variant starts from the teacher of ``params.yaml`` (``artifacts/teacher/<task>.safetensors``),
 applies the ``prune`` section plus the variant's prune overrides (reconstruction on
@@ -80,6 +81,20 @@ def _fmt(metrics: dict[str, Any], task: str) -> str:
     return ", ".join(parts)
 
 
+def _with_pre(pre: Any, task: str, overrides: list[str]) -> Any:
+    """``pre`` with ``task.KEY=VALUE`` overrides applied (validated like the params)."""
+    import yaml
+
+    changes = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if not sep or section != task or not name:
+            raise SystemExit(f"--pre {item!r}: expected {task}.KEY=VALUE (e.g. {task}.min_width=160).")
+        changes[name] = yaml.safe_load(value)
+    return from_dict(type(pre), {**to_dict(pre), **changes}, task) if changes else pre
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("task", choices=["det", "rec"])
@@ -89,6 +104,9 @@ def main() -> int:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--max-val", type=int, default=None,
                    help="validation samples per set (default distill.<task>.max_val; 0 = all)")
+    p.add_argument("--pre", nargs="*", default=[], metavar="TASK.KEY=VALUE",
+                   help="preprocessing for the whole run instead of the teacher's (e.g. rec.min_width=160): the "
+                        "teacher is scored, the student pruned, distilled and scored with it")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     unknown = [v for v in args.variants if v not in VARIANTS[args.task]]
@@ -103,6 +121,7 @@ def main() -> int:
     teacher_path = Path(f"artifacts/teacher/{task}.safetensors")
     _, meta, pre = load_task_model(teacher_path, task)
     chars = meta.get("characters")
+    pre = _with_pre(pre, task, args.pre)
 
     dcfg0 = from_dict(DistillConfig, base_distill, "distill")
     torch.set_num_threads(dcfg0.threads)
