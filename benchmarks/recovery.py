@@ -29,7 +29,15 @@ import torch
 
 from ocrslim.compress.distill import distill, score_student, task_data
 from ocrslim.compress.prune import make_student
-from ocrslim.core.config import DistillConfig, PruneConfig, StudentConfig, from_dict, load_section, to_dict
+from ocrslim.core.config import (
+    DistillConfig,
+    PruneConfig,
+    StudentConfig,
+    from_dict,
+    load_section,
+    to_dict,
+    with_overrides,
+)
 from ocrslim.infer.pipeline import open_model
 from ocrslim.models.io import load_model, load_task_model
 
@@ -81,20 +89,6 @@ def _fmt(metrics: dict[str, Any], task: str) -> str:
     return ", ".join(parts)
 
 
-def _with_pre(pre: Any, task: str, overrides: list[str]) -> Any:
-    """``pre`` with ``task.KEY=VALUE`` overrides applied (validated like the params)."""
-    import yaml
-
-    changes = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        section, _, name = key.partition(".")
-        if not sep or section != task or not name:
-            raise SystemExit(f"--pre {item!r}: expected {task}.KEY=VALUE (e.g. {task}.min_width=160).")
-        changes[name] = yaml.safe_load(value)
-    return from_dict(type(pre), {**to_dict(pre), **changes}, task) if changes else pre
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("task", choices=["det", "rec"])
@@ -121,7 +115,10 @@ def main() -> int:
     teacher_path = Path(f"artifacts/teacher/{task}.safetensors")
     _, meta, pre = load_task_model(teacher_path, task)
     chars = meta.get("characters")
-    pre = _with_pre(pre, task, args.pre)
+    other = [o for o in args.pre if not o.startswith(f"{task}.")]
+    if other:
+        p.error(f"--pre {other[0]!r}: expected {task}.KEY=VALUE (e.g. {task}.min_width=160).")
+    pre = with_overrides(pre, task, args.pre)
 
     dcfg0 = from_dict(DistillConfig, base_distill, "distill")
     torch.set_num_threads(dcfg0.threads)

@@ -446,7 +446,7 @@ def score_student(task: str, model: nn.Module, samples: Sequence[Any], pre: DetC
         model.train(was_training)
 
 
-_HISTORY = ("resumed", "start_step", "seconds", "cpu_seconds", "steps_per_s", "train")  # fit keys of one run
+_HISTORY = ("resumed", "start_step", "train")  # fit keys of one run (its times are in report["timing"])
 
 
 def distill_metrics(report: dict[str, Any]) -> dict[str, Any]:

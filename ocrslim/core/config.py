@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -266,6 +267,27 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, section: str) -> T:
             )
         kwargs[key] = _convert(value, hints[key], f"{section}.{key}")
     return cls(**kwargs)
+
+
+
+def with_overrides(cfg: T, section: str, overrides: Sequence[str]) -> T:
+    """``cfg`` (the ``section`` dataclass, e.g. ``det``) with the ``SECTION.KEY=VALUE`` items of ``overrides``
+    for that section applied, values read as YAML and checked like the params; items of other sections
+    (``det`` or ``rec``) are left to their own config.
+
+    Raises:
+        ConfigError: an item is not ``det.KEY=VALUE`` / ``rec.KEY=VALUE``, or a value is invalid (one line).
+    """
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        name, _, field = key.partition(".")
+        if not sep or name not in ("det", "rec") or not field:
+            raise ConfigError(f"override {item!r}: expected det.KEY=VALUE or rec.KEY=VALUE "
+                              "(e.g. det.limit_side_len=960).")
+        if name == section:
+            changes[field] = yaml.safe_load(value)
+    return from_dict(type(cfg), {**to_dict(cfg), **changes}, section) if changes else cfg
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:

@@ -112,25 +112,12 @@ class ReaderSpec:
 # ------------------------------------------------------------------------------------------ readers
 def _apply_overrides(model: Any, overrides: Sequence[str]) -> Any:
     """``model`` with ``det.KEY=VALUE`` / ``rec.KEY=VALUE`` applied to its det_cfg / rec_cfg (validated)."""
-    import yaml
-
-    from ocrslim.core.config import from_dict, to_dict
+    from ocrslim.core.config import with_overrides
 
     field = f"{model.task}_cfg"
     cfg = getattr(model, field)
-    changes: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        section, _, name = key.partition(".")
-        if not sep or section not in ("det", "rec") or not name:
-            raise ConfigError(f"override {item!r}: expected det.KEY=VALUE or rec.KEY=VALUE "
-                              "(e.g. det.limit_side_len=960).")
-        if section == model.task:
-            changes[name] = yaml.safe_load(value)
-    if not changes:
-        return model
-    new = from_dict(type(cfg), {**to_dict(cfg), **changes}, model.task)
-    return dataclasses.replace(model, **{field: new})
+    new = with_overrides(cfg, model.task, overrides)
+    return model if new is cfg else dataclasses.replace(model, **{field: new})
 
 
 def open_reader(spec: ReaderSpec, threads: int) -> Reader:
