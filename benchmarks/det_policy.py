@@ -3,7 +3,8 @@
     python benchmarks/det_policy.py [--bundle artifacts/bundle | --det MODEL --rec MODEL]
         [--pages data/splits/sroie_train/det/val.split.json] [--limit 60] [--threads 2]
         [--policies min:736 min:640 max:960 max:1280 max:1600] [--max-side-len 2000]
-        [--tiles 320:64 512:64] [--rec-batch 1 6 12 24] [--rec-min-width 160 320] [--json reports/det_policy.json]
+        [--tiles 320:64 512:64] [--rec-batch 1 6 12 24] [--rec-min-width 160 320]
+        [--combo det.tile_height=256,det.tile_overlap=32,rec.batch_size=1] [--json reports/det_policy.json]
 
 Each row reads the pages end to end (:mod:`ocrslim.eval.pages`, a fresh process per row: its peak RSS is its
 own) with the models' pre/post-processing except the knob it names:
@@ -15,7 +16,8 @@ own) with the models' pre/post-processing except the knob it names:
 - ``det tiles H:O``: ``det.tile_height`` / ``det.tile_overlap`` — the detector reads strips H rows tall with O rows
   of context at each inner edge (its memory follows the strip, not the page);
 - ``rec batch N`` / ``rec min_width W``: ``rec.batch_size`` (crops per forward, sorted by aspect ratio) and
-  ``rec.min_width`` (the narrowest padded width).
+  ``rec.min_width`` (the narrowest padded width);
+- ``--combo K=V,K=V``: several ``det.*`` / ``rec.*`` keys changed together (a candidate default).
 
 Reported per row: det hmean and e2e F1 of the lines read (evaluate's matching), p50 / p90 ms per page, pages/s,
 peak RSS, and the differences to ``own`` (points, p50 ratio). The policy chosen goes into ``det.*`` / ``rec.*``
@@ -62,8 +64,8 @@ def tile_overrides(tile: str) -> tuple[str, ...]:
 
 
 def variants(base: ReaderSpec, policies: list[str], max_side_len: int | None, rec_batch: list[int],
-             rec_min_width: list[int], tiles: Sequence[str] = ()) -> dict[str, ReaderSpec]:
-    """The rows: the models' own settings first, then one knob changed per row."""
+             rec_min_width: list[int], tiles: Sequence[str] = (), combos: Sequence[str] = ()) -> dict[str, ReaderSpec]:
+    """The rows: the models' own settings first, then one knob changed per row, then each combination."""
     rows = {OWN: base}
     for policy in policies:
         rows[f"det {policy}"] = ReaderSpec(f"det {policy}", base.bundle, base.det, base.rec,
@@ -76,6 +78,12 @@ def variants(base: ReaderSpec, policies: list[str], max_side_len: int | None, re
     for w in rec_min_width:
         rows[f"rec min_width {w}"] = ReaderSpec(f"rec min_width {w}", base.bundle, base.det, base.rec,
                                                 (f"rec.min_width={w}",))
+    for combo in combos:
+        keys = tuple(k.strip() for k in combo.split(",") if k.strip())
+        if not keys or not all("=" in k and k.split(".", 1)[0] in ("det", "rec") for k in keys):
+            raise ConfigError(f"--combo {combo!r}: expected det./rec. KEY=VALUE pairs separated by commas "
+                              "(e.g. det.tile_height=256,rec.batch_size=1).")
+        rows[combo] = ReaderSpec(combo, base.bundle, base.det, base.rec, keys)
     return rows
 
 
@@ -116,13 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiles", nargs="*", default=[], help="det strips HEIGHT:OVERLAP to sweep (e.g. 320:64 512:64)")
     p.add_argument("--rec-batch", type=int, nargs="*", default=[], help="rec.batch_size values to sweep")
     p.add_argument("--rec-min-width", type=int, nargs="*", default=[], help="rec.min_width values to sweep")
+    p.add_argument("--combo", nargs="*", default=[], help="det./rec. KEY=VALUE,KEY=VALUE: keys changed together")
     p.add_argument("--timeout", type=float, default=BenchConfig().timeout, help="seconds per measuring process")
     p.add_argument("--json", help="write the result (bench.json shape, one entry per variant) here")
     args = p.parse_args(argv)
     if bool(args.bundle) == bool(args.det and args.rec):
         p.error("give --bundle DIR, or --det MODEL and --rec MODEL")
     base = ReaderSpec(OWN, bundle=args.bundle, det=args.det, rec=args.rec)
-    specs = variants(base, args.policies, args.max_side_len, args.rec_batch, args.rec_min_width, args.tiles)
+    specs = variants(base, args.policies, args.max_side_len, args.rec_batch, args.rec_min_width, args.tiles,
+                     args.combo)
     cfg = BenchConfig(pages=(args.pages,), limit=args.limit, threads=(args.threads,), timeout=args.timeout)
     result = bench_pages(specs, cfg, keep_going=True)
     print(f"\n{args.pages}: first {args.limit} pages, {args.threads} thread(s), "

@@ -212,10 +212,10 @@ def test_det_input_size_follows_the_manifest(tiny_bundle: Path, tmp_path: Path, 
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["det"]["config"].update(policy)
+    manifest["det"]["config"].update(policy, tile_height=0)  # the whole page in one forward: its shape is the policy's
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     det, rec = open_bundle(bundle, threads=1)
-    want = dataclasses.replace(DetConfig(limit_side_len=64, limit_type="max"), **policy)
+    want = dataclasses.replace(DetConfig(limit_side_len=64, limit_type="max", tile_height=0), **policy)
     assert det.det_cfg == want
     det.runner = _Recorder(det.runner)
     img, _ = render_page()  # 640 x 336
