@@ -265,6 +265,24 @@ def test_det_strips_stitch_to_the_whole_page(h: int, tile: int, overlap: int) ->
     assert all(s[2] % 32 == 0 for s in runner.shapes)
 
 
+@pytest.mark.parametrize("scale,want", [(1.0, (256, 64)), (0.5, (256, 64)), (1.1, (288, 96)), (3.0, (768, 192)),
+                                        (23.0, (5888, 1472))])
+def test_det_strips_follow_the_page_upscaling(scale: float, want: tuple[int, int]) -> None:
+    """Strips are rows of the page as given: a page scaled up k-fold gets strips k-fold taller (on the stride
+    grid), so a word image upscaled 23× to the detector's 736 rows is read whole, not cut through its letters."""
+    import numpy as np
+
+    from ocrslim.infer.pipeline import det_forward, strip_rows
+
+    cfg = DetConfig(tile_height=256, tile_overlap=64)
+    assert strip_rows(cfg, scale) == want
+    assert strip_rows(DetConfig(tile_height=0), 5.0) == (0, 0)
+    runner = _LocalRunner()
+    det_forward(runner, np.zeros((736, 96, 3), np.uint8), cfg, scale=scale)
+    rows = {s[2] for s in runner.shapes}
+    assert rows == ({736} if want[0] >= 736 else {want[0]})
+
+
 def test_det_tiling_is_read_from_the_manifest(tiny_bundle: Path, tmp_path: Path) -> None:
     from ocrslim.infer.pipeline import OCR, open_bundle
 

@@ -14,6 +14,7 @@ This is the inference core: it imports neither torch nor onnx2torch (a ``.safete
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -152,20 +153,39 @@ class Line:
     det_score: float
 
 
-def det_forward(runner: Runner, img: np.ndarray, cfg: DetConfig) -> np.ndarray:
-    """The detector's probability map (1×1×H×W) for ``img``, a BGR page already at its input size
-    (:func:`ocrslim.infer.preprocess.det_resize`), read whole or in strips (``cfg.tile_height``).
+def _round_up32(v: float) -> int:
+    return int(math.ceil(v / 32) * 32)
 
-    In strips, each window is ``tile_height`` rows (the last one shifted up to fit), normalised on its own (the
-    float copy of the whole page is never made), and keeps only its middle rows: ``tile_overlap`` rows at each
-    inner edge are context, run and dropped. Windows start on multiples of 32, so every kept row sees the
+
+def strip_rows(cfg: DetConfig, scale: float = 1.0) -> tuple[int, int]:
+    """(strip height, context rows) at the detector's input for a page resized by ``scale``; (0, 0): whole page.
+
+    ``det.tile_height`` / ``det.tile_overlap`` are rows of the page as given (or as capped): a page the input policy
+    scales *up* (a small image, ``limit_type: min``) has its text scaled up too, so its strips grow with it, on the
+    stride grid — a word image read at 20× would otherwise be cut into strips shorter than its letters.
+    """
+    if cfg.tile_height <= 0:
+        return 0, 0
+    up = max(1.0, scale)
+    margin = _round_up32(cfg.tile_overlap * up) if cfg.tile_overlap else 0
+    return max(_round_up32(cfg.tile_height * up), 2 * margin + 32), margin
+
+
+def det_forward(runner: Runner, img: np.ndarray, cfg: DetConfig, scale: float = 1.0) -> np.ndarray:
+    """The detector's probability map (1×1×H×W) for ``img``, a BGR page already at its input size
+    (:func:`ocrslim.infer.preprocess.det_resize`, which scaled it by ``scale``), read whole or in strips
+    (``cfg.tile_height``, :func:`strip_rows`).
+
+    In strips, each window is the strip height (the last one shifted up to fit), normalised on its own (the
+    float copy of the whole page is never made), and keeps only its middle rows: the context rows at each
+    inner edge are run and dropped. Windows start on multiples of 32, so every kept row sees the
     convolution grid the whole page would give it; what differs is the context beyond the overlap (and what
     the detector pools over the whole input, e.g. its squeeze-and-excitation blocks).
     """
     h = img.shape[0]
-    if cfg.tile_height <= 0 or h <= cfg.tile_height:
+    tile, margin = strip_rows(cfg, scale)
+    if tile <= 0 or h <= tile:
         return runner(normalize(img, cfg.mean, cfg.std)[None])
-    tile, margin = cfg.tile_height, cfg.tile_overlap
     out: np.ndarray | None = None
     keep_from = 0
     while keep_from < h:
@@ -200,7 +220,8 @@ class OCR:
             raise ArtifactError("no detection model given. Pass --det MODEL or --bundle DIR.")
         cfg = self.det.det_cfg
         work, ratio_h, ratio_w = cap_image(img, cfg)
-        prob = det_forward(self.det.runner, det_resize(work, cfg), cfg)
+        resized = det_resize(work, cfg)
+        prob = det_forward(self.det.runner, resized, cfg, scale=resized.shape[0] / max(1, work.shape[0]))
         boxes, scores = db_boxes(prob[0], work.shape[:2], cfg)
         scale = np.array([ratio_w, ratio_h], dtype=np.float32)
         return [b * scale for b in boxes], scores, work
@@ -246,4 +267,4 @@ class OCR:
         return [Line(boxes[i], t, c, scores[i]) for i, (t, c) in zip(order, texts)]
 
 
-__all__ = ["BACKENDS", "Line", "Model", "OCR", "det_forward", "open_bundle", "open_model"]
+__all__ = ["BACKENDS", "Line", "Model", "OCR", "det_forward", "open_bundle", "open_model", "strip_rows"]
