@@ -3,7 +3,7 @@
 ``dvc repro`` does not compose (treeverse/dvc#10750), so the composed file is committed; this
 writes it after a change to ``conf/`` without running an experiment:
 
-    python -m ocrslim.compose [override ...]      # e.g. profile=tiny eval.limit=5
+    python -m ocrslim.compose [--out FILE] [override ...]      # e.g. profile=tiny eval.limit=5
 """
 
 from __future__ import annotations
@@ -35,12 +35,26 @@ def dump(params: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        return 0
     out = Path("params.yaml")
     if argv[:1] == ["--out"]:
+        if len(argv) < 2:
+            raise SystemExit("error: --out needs a file name (e.g. --out /tmp/params.yaml).")
         out, argv = Path(argv[1]), argv[2:]
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     from ocrslim.core.fsutil import write_text
 
-    write_text(out, dump(compose(argv)))
+    try:
+        params = compose(argv)
+    except (HydraException, OmegaConfBaseException) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
+        raise SystemExit(f"error: conf/ with overrides {argv}: {first}. Check the key and value "
+                         "(KEY=VALUE, lists as 'KEY=[a,b]').") from None
+    write_text(out, dump(params))
     print(f"wrote {out}")
     return 0
 
