@@ -306,3 +306,40 @@ def test_det_tiling_keys_are_checked(bad: dict) -> None:
 
     with pytest.raises(ConfigError, match=r"det\.tile_"):
         DetConfig(**bad)
+
+
+def _benchmark(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_read_memory_measures_a_fresh_read(tiny_bundle: Path, tmp_path: Path) -> None:
+    """benchmarks/read_memory.py: one `ocrslim read` child per page, its own peak RSS (not the parent's)."""
+    import cv2
+
+    img, _ = render_page()
+    page = tmp_path / "page.png"
+    cv2.imwrite(str(page), img)
+    row = _benchmark("read_memory").read_one(str(tiny_bundle), page, threads=1)
+    assert row["page"] == "page.png" and row["bytes_out"] > 0
+    assert 20 < row["peak_rss_mb"] < 2000  # a python process with numpy, OpenCV and MNN, not zero, not the suite's
+
+
+def test_det_policy_combos_change_several_keys_together() -> None:
+    from ocrslim.core.errors import ConfigError
+    from ocrslim.eval.pages import ReaderSpec
+
+    mod = _benchmark("det_policy")
+    base = ReaderSpec("own", bundle="b")
+    rows = mod.variants(base, [], None, [], [], (), ["det.tile_height=256,det.tile_overlap=64,rec.batch_size=1"])
+    assert list(rows) == ["own", "det.tile_height=256,det.tile_overlap=64,rec.batch_size=1"]
+    assert rows["det.tile_height=256,det.tile_overlap=64,rec.batch_size=1"].overrides == (
+        "det.tile_height=256", "det.tile_overlap=64", "rec.batch_size=1")
+    with pytest.raises(ConfigError, match="--combo"):
+        mod.variants(base, [], None, [], [], (), ["tile_height=256"])
