@@ -33,11 +33,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ocrslim.core.config import BenchConfig
+from ocrslim.core.config import BenchConfig, DetConfig, RecConfig, with_overrides
 from ocrslim.core.errors import ConfigError
 from ocrslim.core.fsutil import write_json
 from ocrslim.eval.evaluate import set_name
 from ocrslim.eval.pages import ReaderSpec, bench_pages
+from ocrslim.stage import run_main
 
 OWN = "own"
 
@@ -80,9 +81,14 @@ def variants(base: ReaderSpec, policies: list[str], max_side_len: int | None, re
                                                 (f"rec.min_width={w}",))
     for combo in combos:
         keys = tuple(k.strip() for k in combo.split(",") if k.strip())
-        if not keys or not all("=" in k and k.split(".", 1)[0] in ("det", "rec") for k in keys):
-            raise ConfigError(f"--combo {combo!r}: expected det./rec. KEY=VALUE pairs separated by commas "
-                              "(e.g. det.tile_height=256,rec.batch_size=1).")
+        try:  # checked here, with the runtime's own override parser, not in each measuring process
+            if not keys:
+                raise ConfigError("no KEY=VALUE given")
+            with_overrides(DetConfig(), "det", keys)
+            with_overrides(RecConfig(), "rec", keys)
+        except ConfigError as e:
+            raise ConfigError(f"--combo {combo!r}: {e} Pairs are separated by commas "
+                              "(e.g. det.tile_height=256,rec.batch_size=1).") from None
         rows[combo] = ReaderSpec(combo, base.bundle, base.det, base.rec, keys)
     return rows
 
@@ -144,4 +150,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, threads=None))  # a user error is one line; the measuring processes set their threads
