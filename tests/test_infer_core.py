@@ -144,7 +144,8 @@ def outside_runtime(modules: set[str]) -> list[str]:
 def test_runtime_dependencies_are_a_small_declared_set() -> None:
     dists = runtime_distributions()
     assert {"mnn", "onnxruntime", "opencv-python-headless", "numpy"} <= dists
-    assert not dists & {"torch", "onnx", "onnx2torch", "dvc", "hydra-core", "torch-pruning", "rapidocr", "pillow"}
+    pipeline_only = {"torch", "onnx", "onnx2torch", "dvc", "hydra-core", "torch-pruning", "rapidocr", "pillow", "shapely"}
+    assert not dists & pipeline_only
 
 
 def test_cli_read_of_a_directory_imports_only_the_runtime(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -343,3 +344,33 @@ def test_det_policy_combos_change_several_keys_together() -> None:
         "det.tile_height=256", "det.tile_overlap=64", "rec.batch_size=1")
     with pytest.raises(ConfigError, match="--combo"):
         mod.variants(base, [], None, [], [], (), ["tile_height=256"])
+
+
+def test_releasing_mnn_memory_between_pages_changes_no_output(tiny_bundle: Path) -> None:
+    """The pipeline hands MNN's activation buffers back after each page's detection and recognition
+    (``MnnRunner.release``); the next call allocates them again and computes the same numbers."""
+    import numpy as np
+
+    from ocrslim.infer.pipeline import OCR, open_bundle
+    from ocrslim.infer.runners import MnnRunner
+
+    det, rec = open_bundle(tiny_bundle, threads=1)
+    assert isinstance(det.runner, MnnRunner) and isinstance(rec.runner, MnnRunner)
+    x = np.random.default_rng(0).random((1, 3, 64, 96), dtype=np.float32)
+    before = det.runner(x)
+    det.runner.release()
+    rec.runner.release()
+    assert np.array_equal(det.runner(x), before)
+    img, _ = render_page()
+    ocr = OCR(det, rec)
+    first, second = ocr.read(img), ocr.read(img)
+    assert [(ln.text, ln.score) for ln in first] == [(ln.text, ln.score) for ln in second]
+    assert all(np.array_equal(a.box, b.box) for a, b in zip(first, second))
+
+
+def test_read_memory_reports_the_childrens_install() -> None:
+    """read_memory.py --python: which OpenCV build the children load and whether torch is installed is recorded
+    (the GUI build of the development install costs ~10 MB more than the runtime install's headless one)."""
+    env = _benchmark("read_memory").child_install(sys.executable)
+    assert env["python"] == sys.executable and env["torch"] is True
+    assert env["opencv"].split()[0].count(".") == 2 and ("headless" in env["opencv"] or "GUI" in env["opencv"])

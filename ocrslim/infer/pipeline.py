@@ -26,7 +26,7 @@ from ocrslim.core.config import DetConfig, RecConfig
 from ocrslim.core.errors import ArtifactError
 from ocrslim.infer.postprocess import ctc_charset, ctc_greedy_decode, db_boxes
 from ocrslim.infer.preprocess import cap_image, crop_quad, det_resize, normalize, reading_order, rec_preprocess
-from ocrslim.infer.runners import Runner, TorchRunner, open_model_file
+from ocrslim.infer.runners import MnnRunner, Runner, TorchRunner, open_model_file
 from ocrslim.models.registry import REGISTRY, lookup, teacher_onnx_path
 
 BACKENDS = ("onnx", "torch")
@@ -201,6 +201,12 @@ def det_forward(runner: Runner, img: np.ndarray, cfg: DetConfig, scale: float = 
     return out
 
 
+def _release(runner: Runner) -> None:
+    """Free the working memory a runtime keeps between calls (MNN's activation buffers: tens of MB for a strip)."""
+    if isinstance(runner, MnnRunner):
+        runner.release()
+
+
 class OCR:
     """Detection → crop → recognition over any pair of runners."""
 
@@ -222,6 +228,8 @@ class OCR:
         work, ratio_h, ratio_w = cap_image(img, cfg)
         resized = det_resize(work, cfg)
         prob = det_forward(self.det.runner, resized, cfg, scale=resized.shape[0] / max(1, work.shape[0]))
+        del resized
+        _release(self.det.runner)  # a page's peak memory is then the larger of det and rec, not their sum
         boxes, scores = db_boxes(prob[0], work.shape[:2], cfg)
         scale = np.array([ratio_w, ratio_h], dtype=np.float32)
         return [b * scale for b in boxes], scores, work
@@ -264,6 +272,8 @@ class OCR:
         order = reading_order(boxes)
         crops = [crop_quad(work, boxes[i] / scale) for i in order]
         texts = self.recognize(crops) if crops else []
+        if self.rec is not None:
+            _release(self.rec.runner)
         return [Line(boxes[i], t, c, scores[i]) for i, (t, c) in zip(order, texts)]
 
 

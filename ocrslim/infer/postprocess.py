@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 import pyclipper
-from shapely.geometry import Polygon
 
 from ocrslim.core.config import DetConfig
 from ocrslim.infer.preprocess import order_quad
@@ -49,10 +48,11 @@ def offset_polygon(poly: np.ndarray, distance: float) -> list[np.ndarray]:
 
 def _unclip(box: np.ndarray, ratio: float) -> np.ndarray:
     """Expand a box by ``area * ratio / perimeter`` (the DB unclip)."""
-    poly = Polygon(box)
-    if poly.length == 0:
+    pts = np.asarray(box, dtype=np.float32).reshape(-1, 1, 2)
+    length = cv2.arcLength(pts, True)  # closed perimeter and |area| (shoelace), both in double
+    if length == 0:
         return np.zeros((0, 1, 2), dtype=np.float32)
-    expanded = offset_polygon(box, poly.area * ratio / poly.length)
+    expanded = offset_polygon(box, cv2.contourArea(pts) * ratio / length)
     if len(expanded) != 1:  # degenerate or split polygon: drop it
         return np.zeros((0, 1, 2), dtype=np.float32)
     return expanded[0].astype(np.float32).reshape(-1, 1, 2)

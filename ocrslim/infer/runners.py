@@ -205,6 +205,13 @@ class MnnRunner:
             out = self.module.forward([var])[0]
         return self._read(out)
 
+    def release(self) -> None:
+        """Hand the working memory MNN keeps between calls (activation buffers sized for the last input) back to
+        the system; the next call allocates it again. MNN's pool is per process, so this frees every MNN model's
+        idle buffers, not only this one's: the OCR pipeline calls it after a page's detection, so recognition
+        does not run on top of the detector's buffers (:meth:`ocrslim.infer.pipeline.OCR.read_boxes`)."""
+        self._expr.gc(True)
+
     def _read(self, out: Any) -> np.ndarray:
         F = self._expr
         if out.data_format == F.NC4HW4:
