@@ -144,7 +144,8 @@ def outside_runtime(modules: set[str]) -> list[str]:
 def test_runtime_dependencies_are_a_small_declared_set() -> None:
     dists = runtime_distributions()
     assert {"mnn", "onnxruntime", "opencv-python-headless", "numpy"} <= dists
-    pipeline_only = {"torch", "onnx", "onnx2torch", "dvc", "hydra-core", "torch-pruning", "rapidocr", "pillow", "shapely"}
+    pipeline_only = {"torch", "onnx", "onnx2torch", "dvc", "hydra-core", "torch-pruning", "rapidocr", "pillow",
+                     "shapely"}
     assert not dists & pipeline_only
 
 
