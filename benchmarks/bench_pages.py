@@ -2,7 +2,7 @@
 
     python benchmarks/bench_pages.py [--pages ../shared/data/sroie_dev data/synth/det/test] [--limit 60]
                                      [--threads 1 2] [--readers bundle teacher_mnn teacher_onnx rapidocr_v4 ...]
-                                     [--bundle artifacts/bundle] [--json reports/bench_pages.json]
+                                     [--bundle artifacts/bundle] [--rounds 1] [--json reports/bench_pages.json]
 
 The on-demand full run of the bench stage's measurement (:mod:`ocrslim.eval.pages`), with the peers: each
 reader, set and thread count runs in a fresh process (its own peak RSS; a timeout stops a hung one), reads
@@ -20,13 +20,20 @@ MNN FP32 — converted once and cached — and on ONNX Runtime), ``rapidocr_v4``
 and ``rapidocr_v6`` (``rapidocr==3.10.0``) through their own packages, angle classifier off (ocrslim has none;
 the pages are upright). A reader that fails is reported and the run goes on. Latency is host-dependent; the
 ratios are the figures to compare.
+
+``--rounds N`` repeats the whole measurement N times, the readers in turn forwards and backwards, so that each
+reader's neighbours in time are the others (on a shared host the speed of the machine drifts by tens of percent
+over minutes): each round's speedups are taken within that round, and the summary gives every ratio's median and
+range over the rounds beside the first round's table.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 from ocrslim.core.config import BenchConfig
 from ocrslim.core.fsutil import write_json
@@ -55,6 +62,27 @@ def reader_specs(names: list[str], bundle: str, bundle_onnx: str) -> dict[str, R
     return specs
 
 
+def round_ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per reader, set and thread count: the p50 and each speedup of every round, with their median and range."""
+    out: dict[str, dict[str, Any]] = {}
+    for res in results:
+        for name, entry in res.items():
+            for key, rows in entry.items():
+                if not isinstance(rows, dict):
+                    continue
+                for tkey, row in rows.items():
+                    if not isinstance(row, dict):
+                        continue
+                    for field in ("p50_ms", "speedup_vs_teacher", "speedup_vs_rapidocr_v4"):
+                        if row.get(field) is not None:
+                            out.setdefault(f"{name} {key} {tkey}", {}).setdefault(field, []).append(row[field])
+    for cell in out.values():
+        for field, values in list(cell.items()):
+            cell[field] = {"rounds": values, "median": round(statistics.median(values), 3),
+                           "min": min(values), "max": max(values)}
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--pages", nargs="+", default=list(BenchConfig().pages), help="det sets with transcriptions")
@@ -64,17 +92,33 @@ def main() -> int:
     p.add_argument("--bundle", default="artifacts/bundle")
     p.add_argument("--bundle-onnx", default="artifacts/bundle_onnx")
     p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repeat the measurement, readers forwards then backwards; ratios per round, then medians")
     p.add_argument("--timeout", type=float, default=BenchConfig().timeout, help="seconds per measuring process")
     p.add_argument("--json", help="write the bench.json-shaped result here")
     args = p.parse_args()
     cfg = BenchConfig(pages=tuple(args.pages), limit=args.limit, readers=tuple(args.readers),
                       threads=tuple(args.threads), runs=args.runs, rss=True, timeout=args.timeout)
-    result = bench_pages(reader_specs(args.readers, args.bundle, args.bundle_onnx), cfg, keep_going=True)
+    if args.rounds < 1:
+        p.error(f"--rounds {args.rounds}: must be at least 1")
+    specs = reader_specs(args.readers, args.bundle, args.bundle_onnx)
+    results = []
+    for r in range(args.rounds):
+        order = list(specs.items()) if r % 2 == 0 else list(reversed(specs.items()))
+        if args.rounds > 1:
+            print(f"round {r + 1} of {args.rounds}: {', '.join(name for name, _ in order)}", file=sys.stderr)
+        results.append(bench_pages(dict(order), cfg, keep_going=True))
+    result = {name: results[0][name] for name in specs if name in results[0]}
     print(f"\n{', '.join(args.pages)}: first {args.limit} pages each, one fresh process per reader, set and "
-          "thread count\n")
+          "thread count" + (" (round 1)" if args.rounds > 1 else "") + "\n")
     print(pages_table(result))
+    summary = round_ratios(results) if args.rounds > 1 else None
+    if summary:
+        print(f"\nover {args.rounds} rounds (median [min, max]):")
+        for cell, fields in summary.items():
+            print(f"  {cell}: " + "; ".join(f"{f} {v['median']} [{v['min']}, {v['max']}]" for f, v in fields.items()))
     if args.json:
-        write_json(Path(args.json), result)
+        write_json(Path(args.json), {**result, "rounds": summary} if summary else result)
     return 0
 
 

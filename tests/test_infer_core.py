@@ -375,3 +375,17 @@ def test_read_memory_reports_the_childrens_install() -> None:
     env = _benchmark("read_memory").child_install(sys.executable)
     assert env["python"] == sys.executable and env["torch"] is True
     assert env["opencv"].split()[0].count(".") == 2 and ("headless" in env["opencv"] or "GUI" in env["opencv"])
+
+
+def test_bench_pages_rounds_take_each_ratio_within_its_round() -> None:
+    """bench_pages.py --rounds: per-round speedups (measured back to back) summarised by median and range."""
+    def one(bundle_ms: float, teacher_ms: float) -> dict:
+        return {"bundle": {"sroie_dev": {"t2": {"p50_ms": bundle_ms, "speedup_vs_teacher": teacher_ms / bundle_ms}}},
+                "teacher_mnn": {"size_mb": 14.9, "sroie_dev": {"pages": 60, "t2": {"p50_ms": teacher_ms}}}}
+
+    out = _benchmark("bench_pages").round_ratios([one(1000, 1500), one(1200, 1500), one(800, 1600)])
+    ratio = out["bundle sroie_dev t2"]["speedup_vs_teacher"]
+    assert ratio["rounds"] == [1.5, 1.25, 2.0] and ratio["median"] == 1.5
+    assert (ratio["min"], ratio["max"]) == (1.25, 2.0)
+    assert out["teacher_mnn sroie_dev t2"]["p50_ms"]["median"] == 1500
+    assert "speedup_vs_teacher" not in out["teacher_mnn sroie_dev t2"]
