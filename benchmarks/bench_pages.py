@@ -37,7 +37,7 @@ from typing import Any
 
 from ocrslim.core.config import BenchConfig
 from ocrslim.core.fsutil import write_json
-from ocrslim.eval.pages import PEERS, ReaderSpec, bench_pages, pages_table
+from ocrslim.eval.pages import PEER, PEERS, ReaderSpec, bench_pages, pages_table
 
 READERS = ("bundle", "teacher_mnn", "teacher_onnx", *PEERS, "bundle_onnx")
 TEACHER = ("ppocrv4_mobile_det", "ppocrv4_mobile_rec")
@@ -73,7 +73,7 @@ def round_ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 for tkey, row in rows.items():
                     if not isinstance(row, dict):
                         continue
-                    for field in ("p50_ms", "speedup_vs_teacher", "speedup_vs_rapidocr_v4"):
+                    for field in ("p50_ms", "speedup_vs_teacher", f"speedup_vs_{PEER}"):
                         if row.get(field) is not None:
                             out.setdefault(f"{name} {key} {tkey}", {}).setdefault(field, []).append(row[field])
     for cell in out.values():
@@ -108,7 +108,7 @@ def main() -> int:
         if args.rounds > 1:
             print(f"round {r + 1} of {args.rounds}: {', '.join(name for name, _ in order)}", file=sys.stderr)
         results.append(bench_pages(dict(order), cfg, keep_going=True))
-    result = {name: results[0][name] for name in specs if name in results[0]}
+    result = results[0]  # round 1 runs the readers in the order given
     print(f"\n{', '.join(args.pages)}: first {args.limit} pages each, one fresh process per reader, set and "
           "thread count" + (" (round 1)" if args.rounds > 1 else "") + "\n")
     print(pages_table(result))

@@ -65,7 +65,8 @@ def child_install(python: str) -> dict[str, Any]:
     except OSError as e:
         raise SystemExit(f"error: --python {python}: cannot run it ({e.strerror}). Pass a Python interpreter.") from e
     if out.returncode != 0:
-        raise SystemExit(f"error: --python {python}: cannot import cv2 ({out.stderr.strip().splitlines()[-1:]}). "
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"error: --python {python}: cannot import cv2 ({last}). "
                          f"Pass an interpreter with ocrslim installed.")
     return {"python": python, **json.loads(out.stdout)}
 
